@@ -25,6 +25,7 @@ export const errorCatalogue = {
   // Recovery run
   RTR7_ERR_RECOVERY_FAILED: "Read the unit's message above and its serial console log, fix the cause, then run again.",
   RTR7_ERR_RECOVERY_TIMEOUT: "Check the unit's cabling and its boot order (or use --serial with --boot-menu), then run again.",
+  RTR7_ERR_ABORTED: "Nothing to fix: the run was stopped (Ctrl-C or a signal) before it finished.",
   RTR7_ERR_KERNEL_PANIC: "The unit's kernel panicked: read the console log; check --kernel and --initrd.",
 
   // Hardware

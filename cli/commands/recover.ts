@@ -1,0 +1,120 @@
+import { Flags } from "@oclif/core";
+import { Rtr7Command } from "../base.js";
+
+export default class Recover extends Rtr7Command {
+  static override summary = "Re-image a unit over the network (PXE): DHCP, TFTP and HTTP for one recovery.";
+
+  static override description = `Starts a PXE-only DHCP responder, TFTP and HTTP on the interface facing the unit,
+resets the unit through a Teensy rebootor (or drives its boot menu over a serial console),
+serves pxelinux, the kernel and the recovery initramfs, then the images. Exits 0 when the
+unit reports success, non-zero with the unit's error otherwise. Only PXE clients are
+answered, so the LAN's own DHCP server is not disturbed.`;
+
+  static override examples = [
+    {
+      description: "Recover router7 from a build directory, resetting it with the rebootor:",
+      command: "<%= config.bin %> recover --hostname router7 --image-dir ./build --initrd recovery.img",
+    },
+    {
+      description: "Name each image, keep /perm's backup, and choose the interface:",
+      command:
+        "<%= config.bin %> recover --hostname router7 --mbr mbr.img --boot boot.img --root root.img --backup backup.tar.gz --interface enp3s0 --initrd recovery.img",
+    },
+    {
+      description: "No rebootor: boot the unit from the network through its SeaBIOS menu on a serial console:",
+      command:
+        "<%= config.bin %> recover --hostname router7 --image-dir ./build --initrd recovery.img --no-reset --serial /dev/ttyUSB0 --boot-menu seabios",
+    },
+  ];
+
+  static override flags = {
+    boot: Flags.file({ description: "Boot partition image (FAT).", exists: true }),
+    root: Flags.file({ description: "Root file system image (squashfs).", exists: true }),
+    mbr: Flags.file({ description: "MBR image (its boot code is used).", exists: true }),
+    "image-dir": Flags.directory({
+      description: "Directory holding mbr.img, boot.img, root.img and optionally backup.tar.gz.",
+      exists: true,
+    }),
+    backup: Flags.file({ description: "Backup of /perm (backup.tar.gz) to restore on the unit.", exists: true }),
+    hostname: Flags.string({ description: "The unit's host name.", required: true }),
+    interface: Flags.string({
+      description: "Interface facing the unit [default: the first up, non-loopback one with one IPv4 address].",
+    }),
+    "recover-octet": Flags.integer({
+      description: "Last byte of the address offered to the unit.",
+      default: 1,
+      min: 1,
+      max: 254,
+    }),
+    mac: Flags.string({ description: "Serve only this MAC address (aa:bb:cc:dd:ee:ff)." }),
+    reset: Flags.boolean({
+      description: "Reset the unit through the Teensy rebootor.",
+      default: true,
+      allowNo: true,
+    }),
+    rebootor: Flags.string({ description: "Rebootor to use when several are attached (serial number or path)." }),
+    serial: Flags.string({ description: "Serial console of the unit (e.g. /dev/ttyUSB0); lines are shown and logged." }),
+    baud: Flags.integer({ description: "Serial console speed.", default: 115200 }),
+    "boot-menu": Flags.option({
+      options: ["seabios", "apu2", "none"] as const,
+      default: "none" as const,
+      description: "Choose network boot in the firmware's boot menu over --serial.",
+    })(),
+    "serial-log": Flags.string({ description: "Append the raw console output to this file [default: with --serial, ./console-<hostname>.log]." }),
+    kernel: Flags.file({ description: "Kernel pxelinux boots [default: the newest /boot/vmlinuz-*].", exists: true }),
+    initrd: Flags.file({ description: "Recovery initramfs pxelinux boots.", exists: true, required: true }),
+    "http-port": Flags.integer({ description: "HTTP port for images and reports.", default: 7773 }),
+    "tftp-port": Flags.integer({ description: "TFTP port.", default: 69 }),
+    "dhcp-port": Flags.integer({ description: "DHCP server port.", default: 67 }),
+    timeout: Flags.string({ description: "Give up (non-zero exit) after this long, e.g. 10m." }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Recover);
+    const log = this.makeLogger(flags);
+    const { recover } = await import("../../server/recover.js");
+    const { resolveRecoveryImages, newestKernel } = await import("../../server/recover-inputs.js");
+    const { parseDuration } = await import("../../lib/duration.js");
+    const controller = new AbortController();
+    const stop = (): void => controller.abort();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    const summary = await recover({
+      images: resolveRecoveryImages({
+        imageDir: flags["image-dir"],
+        mbr: flags.mbr,
+        boot: flags.boot,
+        root: flags.root,
+        backup: flags.backup,
+      }),
+      hostname: flags.hostname,
+      kernel: flags.kernel ?? newestKernel(),
+      initrd: flags.initrd,
+      interfaceName: flags.interface,
+      recoverOctet: flags["recover-octet"],
+      mac: flags.mac,
+      reset: flags.reset,
+      rebootor: flags.rebootor,
+      serial: flags.serial
+        ? {
+            path: flags.serial,
+            baudRate: flags.baud,
+            bootMenu: flags["boot-menu"],
+            logFile: flags["serial-log"] ?? `console-${flags.hostname}.log`,
+          }
+        : undefined,
+      ports: { http: flags["http-port"], tftp: flags["tftp-port"], dhcp: flags["dhcp-port"] },
+      timeoutMs: flags.timeout === undefined ? undefined : parseDuration(flags.timeout, "--timeout"),
+      log,
+      signal: controller.signal,
+    });
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+    const seconds = (summary.durationMs / 1000).toFixed(1);
+    const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+    log.info(
+      { event: "success", ...summary },
+      `recovered ${summary.hostname} (${summary.unitMac ?? "unknown MAC"}, ${summary.unitAddress}) in ${seconds} s; served ${mib(summary.bytesServed.http)} over HTTP, ${mib(summary.bytesServed.tftp)} over TFTP`,
+    );
+  }
+}

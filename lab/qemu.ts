@@ -1,0 +1,44 @@
+// A virtual unit: QEMU (software emulation, LAB.md) with one e1000 NIC on a
+// tap device and an optional disk. Either it can only boot from the network
+// (as a bricked unit whose disk is blank), or the disk comes first and the
+// SeaBIOS boot menu, reached over the serial console, must choose iPXE.
+export interface QemuUnitOptions {
+  tap: string;
+  mac?: string;
+  disk?: string;
+  memoryMiB?: number;
+  /** "network": network only. "menu": disk first, boot menu enabled. */
+  boot: "network" | "menu";
+  /** Serial console on a unix socket QEMU listens on (waits for a client). */
+  serialSocket?: string;
+}
+
+export function qemuUnitArgs(options: QemuUnitOptions): string[] {
+  const args = [
+    "-m",
+    String(options.memoryMiB ?? 512),
+    "-nographic",
+    "-no-reboot",
+    "-netdev",
+    `tap,id=n0,ifname=${options.tap},script=no,downscript=no`,
+    "-device",
+    `e1000,netdev=n0,mac=${options.mac ?? "52:54:00:12:34:56"}`,
+  ];
+  if (options.disk) args.push("-drive", `file=${options.disk},format=raw,if=ide`);
+  if (options.boot === "network") args.push("-boot", "order=n");
+  else args.push("-boot", "menu=on,order=c,splash-time=5000");
+  if (options.serialSocket) {
+    args.push("-monitor", "none", "-serial", `unix:${options.serialSocket},server=on,wait=on`);
+  }
+  return args;
+}
+
+/** 512 bytes of boot code that spins for ever: a disk that "boots" but never gets anywhere. */
+export function hangingBootSector(): Buffer {
+  const sector = Buffer.alloc(512);
+  sector[0] = 0xeb; // jmp $
+  sector[1] = 0xfe;
+  sector[510] = 0x55;
+  sector[511] = 0xaa;
+  return sector;
+}

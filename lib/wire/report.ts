@@ -1,0 +1,60 @@
+// What the unit reports to the recovery server during a recovery: progress,
+// success and failure. recovery-init sends these; server/http checks them
+// against the same JSON schemas. Each carries the per-run session token as
+// `Authorization: Bearer <token>`.
+
+export interface ProgressReport {
+  /** A short step name: "dhcp", "partition", "write", "perm", "restore", ... */
+  step: string;
+  message?: string;
+  /** While writing an image: its name and the bytes done out of total. */
+  image?: string;
+  bytesDone?: number;
+  bytesTotal?: number;
+}
+
+export interface SuccessReport {
+  message?: string;
+}
+
+export interface FailureReport {
+  step: string;
+  message: string;
+}
+
+const text = (maxLength: number) => ({ type: "string", maxLength }) as const;
+const count = { type: "integer", minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
+
+export const progressReportSchema = {
+  type: "object",
+  required: ["step"],
+  additionalProperties: false,
+  properties: {
+    step: text(64),
+    message: text(4096),
+    image: text(64),
+    bytesDone: count,
+    bytesTotal: count,
+  },
+} as const;
+
+export const successReportSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: { message: text(4096) },
+} as const;
+
+export const failureReportSchema = {
+  type: "object",
+  required: ["step", "message"],
+  additionalProperties: false,
+  properties: { step: text(64), message: text(4096) },
+} as const;
+
+/** Kernel command-line parameters that tell the unit where its server is. */
+export const cmdlineKeys = {
+  server: "rtr7.server",
+  port: "rtr7.port",
+  hostname: "rtr7.hostname",
+  token: "rtr7.token",
+} as const;

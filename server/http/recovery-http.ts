@@ -1,0 +1,139 @@
+// The recovery server's HTTP side (fastify), on router7's port 7773: the
+// images and the manifest for the unit, and the unit's progress, success and
+// failure reports. Reports must carry the run's session token as a bearer
+// token; a wrong or missing one gets 403 before the body is even parsed, and
+// changes nothing. Images are served from a FileMap only (no directory), with
+// HEAD, Content-Length and single-range requests, because recovery-init and
+// curl resume and probe with them.
+import { timingSafeEqual } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import parseRange from "range-parser";
+import type { Logger } from "../../lib/log.js";
+import type { FileMap, ServedFile } from "../../lib/served-files.js";
+import type { Manifest } from "../../lib/wire/manifest.js";
+import {
+  failureReportSchema,
+  progressReportSchema,
+  successReportSchema,
+  type FailureReport,
+  type ProgressReport,
+  type SuccessReport,
+} from "../../lib/wire/report.js";
+
+export interface RecoveryHttpOptions {
+  /** mbr.img, boot.img, root.img and, only with --backup, backup.tar.gz. */
+  files: FileMap;
+  manifest: Manifest;
+  token: string;
+  log: Logger;
+  onProgress?: (report: ProgressReport, peer: string) => void;
+  onSuccess?: (report: SuccessReport, peer: string) => void;
+  onFailure?: (report: FailureReport, peer: string) => void;
+}
+
+export interface RecoveryHttp {
+  app: FastifyInstance;
+  /** Bytes of image bodies fully handed to the network so far. */
+  bytesServed(): number;
+}
+
+const reportBodyLimit = 64 * 1024;
+
+export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
+  const log = options.log.child({ subsystem: "http" });
+  const app = Fastify({ logger: false, bodyLimit: reportBodyLimit, return503OnClosing: true });
+  let bytesServed = 0;
+
+  // Unit-side clients (busybox wget) label their JSON bodies as form data or
+  // plain text; the report routes parse any of them as JSON.
+  app.addContentTypeParser(
+    ["application/x-www-form-urlencoded", "text/plain"],
+    { parseAs: "string" },
+    app.getDefaultJsonParser("error", "error"),
+  );
+
+  const expected = Buffer.from(`Bearer ${options.token}`);
+  const requireToken = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const given = Buffer.from(request.headers.authorization ?? "");
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      log.warn({ peer: request.ip, event: "report-rejected", url: request.url }, "report with a wrong or missing token");
+      await reply
+        .code(403)
+        .send({ error: "forbidden", message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)" });
+    }
+  };
+
+  app.setNotFoundHandler((request, reply) => {
+    log.debug({ peer: request.ip, url: request.url }, "not found");
+    void reply.code(404).send({ error: "not found", message: `no such file: ${request.url}` });
+  });
+  app.setErrorHandler((error: { statusCode?: number; message: string }, request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    log.warn({ peer: request.ip, url: request.url, status }, `request failed: ${error.message}`);
+    void reply.code(status).send({ error: status === 500 ? "internal error" : "bad request", message: error.message });
+  });
+
+  for (const name of options.files.names()) {
+    const file = options.files.get(name) as ServedFile;
+    // GET and HEAD share one handler: fastify's automatic HEAD route would
+    // report Content-Length 0 for a body-less reply.
+    app.route({ method: ["GET", "HEAD"], url: `/${name}`, handler: (request, reply) => serveFile(file, request, reply) });
+  }
+  app.get("/manifest.json", async () => options.manifest);
+
+  app.post<{ Body: ProgressReport }>(
+    "/progress",
+    { onRequest: requireToken, schema: { body: progressReportSchema } },
+    async (request) => {
+      options.onProgress?.(request.body, request.ip);
+      return { ok: true };
+    },
+  );
+  app.post<{ Body: SuccessReport | undefined }>(
+    "/success",
+    { onRequest: requireToken, schema: { body: successReportSchema } },
+    async (request, reply) => {
+      reply.raw.once("finish", () => options.onSuccess?.(request.body ?? {}, request.ip));
+      return { ok: true };
+    },
+  );
+  app.post<{ Body: FailureReport }>(
+    "/failure",
+    { onRequest: requireToken, schema: { body: failureReportSchema } },
+    async (request, reply) => {
+      reply.raw.once("finish", () => options.onFailure?.(request.body, request.ip));
+      return { ok: true };
+    },
+  );
+
+  function serveFile(file: ServedFile, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    void reply.header("accept-ranges", "bytes").type("application/octet-stream");
+    let range: { start: number; end: number } | undefined;
+    const header = request.headers.range;
+    if (header !== undefined) {
+      const parsed = parseRange(file.size, header, { combine: true });
+      if (parsed === -1) {
+        return reply.code(416).header("content-range", `bytes */${file.size}`).send();
+      }
+      // A malformed Range header is ignored (RFC 9110 14.2); several ranges
+      // are answered with the whole file, which the RFC also allows.
+      if (parsed !== -2 && parsed.type === "bytes" && parsed.length === 1) range = parsed[0];
+    }
+    const length = range ? range.end - range.start + 1 : file.size;
+    void reply.header("content-length", length);
+    if (range) void reply.code(206).header("content-range", `bytes ${range.start}-${range.end}/${file.size}`);
+    if (request.method === "HEAD") return reply.send();
+    reply.raw.once("finish", () => {
+      bytesServed += length;
+      log.info(
+        { peer: request.ip, event: "http-sent", file: file.name, bytes: length, ...(range ? { range: header } : {}) },
+        `sent ${file.name}${range ? ` (${header})` : ""}`,
+      );
+    });
+    // An empty file has no range to read; send an empty body directly.
+    if (length === 0) return reply.send("");
+    return reply.send(file.open(range));
+  }
+
+  return { app, bytesServed: () => bytesServed };
+}

@@ -1,0 +1,161 @@
+// Which network interface faces the unit, and what the unit will be offered
+// on it. With no --interface, rtr7 picks the first interface that is up, is
+// not loopback and has exactly one IPv4 address; anything else is an error
+// that names the candidates, because serving DHCP on the wrong LAN is worse
+// than not starting. The netmask comes from the interface (router7 assumed
+// /24).
+import os from "node:os";
+import { readFileSync } from "node:fs";
+import { Rtr7Error } from "../../lib/errors.js";
+
+export interface RecoveryNetwork {
+  interfaceName: string;
+  /** This machine's address on the interface: the unit's next server. */
+  serverAddress: string;
+  netmask: string;
+  prefixLength: number;
+  /** The address offered to the unit: the network with the recover octet. */
+  unitAddress: string;
+}
+
+export interface InterfaceAddress {
+  family: string | number;
+  address: string;
+  netmask: string;
+  internal: boolean;
+}
+
+export interface InterfaceWorld {
+  list(): Record<string, InterfaceAddress[] | undefined>;
+  /** Administratively up (IFF_UP); carrier may still be missing. */
+  isUp(name: string): boolean;
+}
+
+const IFF_UP = 0x1;
+
+export const hostInterfaces: InterfaceWorld = {
+  list: () => os.networkInterfaces(),
+  isUp(name) {
+    try {
+      return (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, "utf8").trim(), 16) & IFF_UP) !== 0;
+    } catch {
+      return false;
+    }
+  },
+};
+
+function ipv4Addresses(addresses: InterfaceAddress[] | undefined): InterfaceAddress[] {
+  return (addresses ?? []).filter((entry) => entry.family === "IPv4" || entry.family === 4);
+}
+
+export function chooseRecoveryNetwork(
+  options: { interfaceName?: string; recoverOctet: number },
+  world: InterfaceWorld = hostInterfaces,
+): RecoveryNetwork {
+  const all = world.list();
+  let name = options.interfaceName;
+  if (name === undefined) {
+    const candidates = Object.entries(all)
+      .filter(([candidate, addresses]) => {
+        const v4 = ipv4Addresses(addresses);
+        return v4.length > 0 && !v4.some((entry) => entry.internal) && world.isUp(candidate);
+      })
+      .map(([candidate]) => candidate);
+    const single = candidates.filter((candidate) => ipv4Addresses(all[candidate]).length === 1);
+    if (candidates.length === 0) {
+      throw new Rtr7Error(
+        "RTR7_ERR_INTERFACE_NONE",
+        "choose the interface facing the unit: no interface is up with an IPv4 address (loopback does not count)",
+      );
+    }
+    if (single.length === 0) {
+      throw new Rtr7Error(
+        "RTR7_ERR_INTERFACE_ADDRESS",
+        `choose the interface facing the unit: ${candidates.join(", ")} each have several IPv4 addresses`,
+        { hint: "Pass --interface NAME and keep exactly one IPv4 address on it." },
+      );
+    }
+    name = single[0] as string;
+  }
+  const addresses = all[name];
+  if (addresses === undefined) {
+    throw new Rtr7Error(
+      "RTR7_ERR_INTERFACE_NOT_FOUND",
+      `--interface ${name}: no such interface (have: ${Object.keys(all).join(", ")})`,
+    );
+  }
+  const v4 = ipv4Addresses(addresses);
+  if (v4.length !== 1) {
+    throw new Rtr7Error(
+      "RTR7_ERR_INTERFACE_ADDRESS",
+      `interface ${name}: want exactly one IPv4 address, got ${v4.length === 0 ? "none" : v4.map((entry) => entry.address).join(", ")}`,
+    );
+  }
+  const { address, netmask } = v4[0] as InterfaceAddress;
+  return networkFor(name, address, netmask, options.recoverOctet);
+}
+
+export function networkFor(
+  interfaceName: string,
+  serverAddress: string,
+  netmask: string,
+  recoverOctet: number,
+): RecoveryNetwork {
+  if (!Number.isInteger(recoverOctet) || recoverOctet < 1 || recoverOctet > 254) {
+    throw new Rtr7Error("RTR7_ERR_USAGE", `--recover-octet: want 1..254, got ${recoverOctet}`);
+  }
+  const server = ipv4ToNumber(serverAddress);
+  const mask = ipv4ToNumber(netmask);
+  const prefixLength = prefixLengthOf(mask);
+  if (prefixLength === undefined || prefixLength > 30) {
+    throw new Rtr7Error(
+      "RTR7_ERR_INTERFACE_ADDRESS",
+      `interface ${interfaceName}: netmask ${netmask} is not a network with room for a unit (want a contiguous mask of /30 or wider)`,
+    );
+  }
+  const network = (server & mask) >>> 0;
+  // The unit gets the network's address with its last byte replaced by the
+  // recover octet, as router7 does; it must still be a host on the network.
+  const unit = ((network & ~0xff) | recoverOctet) >>> 0;
+  const broadcast = (network | ~mask) >>> 0;
+  if ((unit & mask) >>> 0 !== network || unit === network || unit === broadcast) {
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `--recover-octet ${recoverOctet}: ${numberToIpv4(unit)} is not a host address in ${numberToIpv4(network)}/${prefixLength}`,
+    );
+  }
+  if (unit === server) {
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `--recover-octet ${recoverOctet}: ${numberToIpv4(unit)} is this machine's own address on ${interfaceName}`,
+      { hint: "Pick another --recover-octet (the unit gets that last byte)." },
+    );
+  }
+  return {
+    interfaceName,
+    serverAddress,
+    netmask,
+    prefixLength,
+    unitAddress: numberToIpv4(unit),
+  };
+}
+
+/** Number of leading one bits of a contiguous netmask; undefined if not contiguous. */
+export function prefixLengthOf(mask: number): number | undefined {
+  let bits = 0;
+  while (bits < 32 && (mask & (0x80000000 >>> bits)) !== 0) bits += 1;
+  const rest = bits === 32 ? 0 : (mask << bits) >>> 0;
+  return rest === 0 ? bits : undefined;
+}
+
+export function ipv4ToNumber(address: string): number {
+  const parts = address.split(".").map(Number);
+  if (parts.length !== 4 || parts.some((part) => !Number.isInteger(part) || part < 0 || part > 255)) {
+    throw new Rtr7Error("RTR7_ERR_USAGE", `not an IPv4 address: ${JSON.stringify(address)}`);
+  }
+  return parts.reduce((value, part) => ((value << 8) | part) >>> 0, 0);
+}
+
+export function numberToIpv4(value: number): string {
+  return [24, 16, 8, 0].map((shift) => (value >>> shift) & 0xff).join(".");
+}

@@ -1,0 +1,275 @@
+// One recovery run, start to finish: choose the network, hash the images
+// into a manifest, start HTTP, TFTP and DHCP on the unit's interface, watch
+// the serial console (driving the boot menu if asked), reset the unit, then
+// wait for its verdict. Resolves with a summary when the unit reports
+// success; rejects with an Rtr7Error when it reports failure, its kernel
+// panics, the timeout passes or the run is aborted. Whatever happens, every
+// server and device opened here is closed before this returns.
+import { randomBytes } from "node:crypto";
+import { Rtr7Error } from "../lib/errors.js";
+import type { Logger } from "../lib/log.js";
+import { FileMap, fileFromDisk } from "../lib/served-files.js";
+import { sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
+import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
+import { startDhcpServer } from "./dhcp/server.js";
+import { buildRecoveryHttp } from "./http/recovery-http.js";
+import { chooseRecoveryNetwork, type InterfaceWorld, type RecoveryNetwork } from "./net/interfaces.js";
+import { bootFileFor, pxeBootFiles } from "./pxe/boot-files.js";
+import { startTftpServer } from "./tftp/server.js";
+import type { BootMenuKind } from "./serial/boot-menu.js";
+
+export interface RecoveryImages {
+  mbr: string;
+  boot: string;
+  root: string;
+  backup?: string;
+}
+
+export interface RecoverOptions {
+  images: RecoveryImages;
+  hostname: string;
+  kernel: string;
+  initrd: string;
+  interfaceName?: string;
+  recoverOctet: number;
+  /** Serve only this MAC (locked from the start). */
+  mac?: string;
+  /** Reset the unit through the Teensy rebootor before waiting. */
+  reset: boolean;
+  rebootor?: string;
+  serial?: { path: string; baudRate: number; bootMenu: BootMenuKind; logFile?: string };
+  ports: { http: number; tftp: number; dhcp: number };
+  /** Give up after this long; undefined waits for ever. */
+  timeoutMs?: number;
+  log: Logger;
+  signal?: AbortSignal;
+  /** The world, for tests: interface list, session token, reset action. */
+  interfaces?: InterfaceWorld;
+  token?: string;
+  resetUnit?: (options: { rebootor?: string; log: Logger }) => Promise<unknown>;
+  onProgress?: (report: ProgressReport) => void;
+}
+
+export interface RecoverySummary {
+  hostname: string;
+  unitMac: string | undefined;
+  unitAddress: string;
+  serverAddress: string;
+  interfaceName: string;
+  durationMs: number;
+  bytesServed: { http: number; tftp: number };
+  message?: string;
+}
+
+const hostnamePattern = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+export async function recover(options: RecoverOptions): Promise<RecoverySummary> {
+  const started = Date.now();
+  const log = options.log;
+  if (!hostnamePattern.test(options.hostname)) {
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `--hostname ${JSON.stringify(options.hostname)}: want a host name (letters, digits and inner hyphens, at most 63)`,
+    );
+  }
+  const network = chooseRecoveryNetwork(
+    { interfaceName: options.interfaceName, recoverOctet: options.recoverOctet },
+    options.interfaces,
+  );
+  const token = options.token ?? randomBytes(16).toString("hex");
+  const { imageFiles, manifest } = await prepareImages(options.images, options.hostname, log);
+  const bootFiles = await pxeBootFiles({
+    kernel: options.kernel,
+    initrd: options.initrd,
+    serverAddress: network.serverAddress,
+    httpPort: options.ports.http,
+    hostname: options.hostname,
+    token,
+  });
+  log.info(
+    {
+      event: "start",
+      interface: network.interfaceName,
+      server: network.serverAddress,
+      unit: network.unitAddress,
+      hostname: options.hostname,
+    },
+    `serving recovery for ${options.hostname} on ${network.interfaceName} (${network.serverAddress}/${network.prefixLength}); the unit gets ${network.unitAddress}`,
+  );
+
+  const closers: (() => Promise<unknown>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+  };
+  try {
+    const verdict = new Verdict();
+    let unitMac = options.mac?.toLowerCase();
+
+    const http = buildRecoveryHttp({
+      files: imageFiles,
+      manifest,
+      token,
+      log,
+      onProgress: (report, peer) => {
+        log.info(
+          { subsystem: "unit", peer, event: "progress", ...report },
+          report.message ?? `${report.step}${report.image ? ` ${report.image}` : ""}`,
+        );
+        options.onProgress?.(report);
+      },
+      onSuccess: (report, peer) => verdict.succeed(report.message, peer),
+      onFailure: (report, peer) => verdict.fail(unitFailure(report, peer)),
+    });
+    closers.push(() => http.app.close());
+    await listenHttp(http.app, network.serverAddress, options.ports.http);
+
+    const tftp = await startTftpServer({
+      address: network.serverAddress,
+      port: options.ports.tftp,
+      files: bootFiles,
+      log,
+    });
+    closers.push(() => tftp.close());
+
+    const dhcp = await startDhcpServer({
+      serverAddress: network.serverAddress,
+      netmask: network.netmask,
+      offerAddress: network.unitAddress,
+      lockedMac: unitMac,
+      bootFileFor,
+      port: options.ports.dhcp,
+      log,
+    });
+    closers.push(() => dhcp.close());
+    dhcp.on("ack", (event: { mac: string }) => {
+      unitMac = event.mac;
+    });
+
+    if (options.serial) {
+      const { watchConsole } = await import("./serial/watch.js");
+      const console = await watchConsole({ ...options.serial, log, onFatal: (error) => verdict.fail(error) });
+      closers.push(() => console.close());
+    }
+
+    if (options.reset) {
+      const resetUnit = options.resetUnit ?? (await import("./rebootor.js")).resetUnit;
+      await resetUnit({ rebootor: options.rebootor, log });
+    } else {
+      log.info({ event: "waiting" }, "not resetting the unit (--no-reset): power it on or reset it now");
+    }
+
+    const message = await verdict.wait(options.timeoutMs, options.signal);
+    const summary: RecoverySummary = {
+      hostname: options.hostname,
+      unitMac,
+      unitAddress: network.unitAddress,
+      serverAddress: network.serverAddress,
+      interfaceName: network.interfaceName,
+      durationMs: Date.now() - started,
+      bytesServed: { http: http.bytesServed(), tftp: tftp.bytesServed() },
+      ...(message ? { message } : {}),
+    };
+    return summary;
+  } finally {
+    await closeAll();
+  }
+}
+
+async function prepareImages(
+  images: RecoveryImages,
+  hostname: string,
+  log: Logger,
+): Promise<{ imageFiles: FileMap; manifest: Manifest }> {
+  const named: [string, string][] = [
+    ["mbr.img", images.mbr],
+    ["boot.img", images.boot],
+    ["root.img", images.root],
+  ];
+  const imageFiles = new FileMap();
+  for (const [name, path] of named) imageFiles.add(await fileFromDisk(name, path));
+  if (images.backup !== undefined) imageFiles.add(await fileFromDisk("backup.tar.gz", images.backup));
+  const hashed = await Promise.all(named.map(async ([name, path]) => ({ name, ...(await sha256OfFile(path)) })));
+  for (const image of hashed) {
+    log.debug({ event: "image", ...image }, `${image.name}: ${image.size} bytes, sha256 ${image.sha256}`);
+  }
+  return { imageFiles, manifest: { hostname, images: hashed } };
+}
+
+async function listenHttp(
+  app: ReturnType<typeof buildRecoveryHttp>["app"],
+  address: string,
+  port: number,
+): Promise<void> {
+  try {
+    await app.listen({ host: address, port });
+  } catch (error) {
+    throw new Rtr7Error("RTR7_ERR_LISTEN", `listen on tcp ${address}:${port} (HTTP): ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
+function unitFailure(report: FailureReport, peer: string): Rtr7Error {
+  return new Rtr7Error("RTR7_ERR_RECOVERY_FAILED", `the unit (${peer}) failed at ${report.step}: ${report.message}`);
+}
+
+/** The unit's verdict: the first of success, failure, timeout or abort wins. */
+class Verdict {
+  private settle?: { resolve: (message?: string) => void; reject: (error: Error) => void };
+  private early?: { ok: true; message?: string } | { ok: false; error: Error };
+
+  succeed(message: string | undefined, _peer: string): void {
+    if (this.settle) this.settle.resolve(message);
+    else this.early ??= { ok: true, message };
+  }
+
+  fail(error: Error): void {
+    if (this.settle) this.settle.reject(error);
+    else this.early ??= { ok: false, error };
+  }
+
+  wait(timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => finish(() => reject(abortError(signal)));
+      const finish = (action: () => void): void => {
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.settle = { resolve: () => undefined, reject: () => undefined };
+        action();
+      };
+      this.settle = {
+        resolve: (message) => finish(() => resolve(message)),
+        reject: (error) => finish(() => reject(error)),
+      };
+      if (this.early) {
+        const early = this.early;
+        finish(() => (early.ok ? resolve(early.message) : reject(early.error)));
+        return;
+      }
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () =>
+            finish(() =>
+              reject(
+                new Rtr7Error(
+                  "RTR7_ERR_RECOVERY_TIMEOUT",
+                  `recovery: no success report from the unit within ${Math.round(timeoutMs / 1000)} s`,
+                ),
+              ),
+            ),
+          timeoutMs,
+        );
+      }
+    });
+  }
+}
+
+function abortError(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new Rtr7Error("RTR7_ERR_ABORTED", "recovery: stopped before the unit reported");
+}
+
+export type { RecoveryNetwork };

@@ -1,0 +1,170 @@
+// The recovery server's HTTP side through fastify's inject(): images with
+// HEAD and Range, the manifest, 404 for anything else (the backup only when
+// one was given), and the token check on the unit's reports.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { buildRecoveryHttp, type RecoveryHttpOptions } from "../../server/http/recovery-http.js";
+import { FileMap, fileFromBuffer } from "../../lib/served-files.js";
+import { silentLogger } from "../../lib/log.js";
+import type { FailureReport, ProgressReport, SuccessReport } from "../../lib/wire/report.js";
+
+const root = randomBytes(300_000);
+const token = "0123456789abcdef0123456789abcdef";
+
+function build(overrides: Partial<RecoveryHttpOptions> = {}) {
+  const files = new FileMap([
+    fileFromBuffer("mbr.img", randomBytes(446)),
+    fileFromBuffer("boot.img", randomBytes(4096)),
+    fileFromBuffer("root.img", root),
+  ]);
+  const http = buildRecoveryHttp({
+    files,
+    manifest: { images: [{ name: "root.img", size: root.length, sha256: "0".repeat(64) }] },
+    token,
+    log: silentLogger(),
+    ...overrides,
+  });
+  return http;
+}
+
+test("GET serves an image whole with its length; HEAD gives the headers without a body", async (t) => {
+  const { app } = build();
+  t.after(() => app.close());
+  const whole = await app.inject({ method: "GET", url: "/root.img" });
+  assert.equal(whole.statusCode, 200);
+  assert.equal(whole.headers["content-length"], String(root.length));
+  assert.equal(whole.headers["accept-ranges"], "bytes");
+  assert.ok(whole.rawPayload.equals(root));
+  const head = await app.inject({ method: "HEAD", url: "/root.img" });
+  assert.equal(head.statusCode, 200);
+  assert.equal(head.headers["content-length"], String(root.length));
+  assert.equal(head.rawPayload.length, 0);
+});
+
+test("Range requests get 206 with the exact bytes, or 416 when unsatisfiable", async (t) => {
+  const { app } = build();
+  t.after(() => app.close());
+  const middle = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=1000-1999" } });
+  assert.equal(middle.statusCode, 206);
+  assert.equal(middle.headers["content-range"], `bytes 1000-1999/${root.length}`);
+  assert.equal(middle.headers["content-length"], "1000");
+  assert.ok(middle.rawPayload.equals(root.subarray(1000, 2000)));
+  const tail = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=-10" } });
+  assert.ok(tail.rawPayload.equals(root.subarray(root.length - 10)));
+  const open = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=299990-" } });
+  assert.ok(open.rawPayload.equals(root.subarray(299_990)));
+  const beyond = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=400000-500000" } });
+  assert.equal(beyond.statusCode, 416);
+  assert.equal(beyond.headers["content-range"], `bytes */${root.length}`);
+  const malformed = await app.inject({ method: "GET", url: "/root.img", headers: { range: "pages=1-2" } });
+  assert.equal(malformed.statusCode, 200, "a malformed Range is ignored");
+  assert.equal(malformed.rawPayload.length, root.length);
+});
+
+test("anything but the images and the manifest is 404; the backup only exists when given", async (t) => {
+  const { app } = build();
+  t.after(() => app.close());
+  for (const url of ["/backup.tar.gz", "/etc/passwd", "/root.img/", "/ROOT.IMG", "/images/../../root.img.bak", "/pxelinux.0"]) {
+    const response = await app.inject({ method: "GET", url });
+    assert.equal(response.statusCode, 404, url);
+  }
+  const withBackup = buildRecoveryHttp({
+    files: new FileMap([fileFromBuffer("backup.tar.gz", Buffer.from("x"))]),
+    manifest: { images: [] },
+    token,
+    log: silentLogger(),
+  });
+  t.after(() => withBackup.app.close());
+  assert.equal((await withBackup.app.inject({ method: "GET", url: "/backup.tar.gz" })).statusCode, 200);
+});
+
+test("the manifest lists each image's name, size and sha256", async (t) => {
+  const { app } = build();
+  t.after(() => app.close());
+  const response = await app.inject({ method: "GET", url: "/manifest.json" });
+  assert.equal(response.statusCode, 200);
+  assert.deepEqual(response.json(), {
+    images: [{ name: "root.img", size: root.length, sha256: "0".repeat(64) }],
+  });
+});
+
+test("reports need the session token: 403 without it or with a wrong one, and nothing happens", async (t) => {
+  const seen: string[] = [];
+  const { app } = build({
+    onProgress: () => seen.push("progress"),
+    onSuccess: () => seen.push("success"),
+    onFailure: () => seen.push("failure"),
+  });
+  t.after(() => app.close());
+  for (const url of ["/progress", "/success", "/failure"]) {
+    for (const authorization of [undefined, "Bearer wrong", `Basic ${token}`, `Bearer ${token}x`, `bearer ${token}`]) {
+      const response = await app.inject({
+        method: "POST",
+        url,
+        headers: authorization ? { authorization } : {},
+        payload: { step: "write", message: "x" },
+      });
+      assert.equal(response.statusCode, 403, `${url} with ${authorization}`);
+    }
+  }
+  assert.deepEqual(seen, []);
+});
+
+test("progress, success and failure reports with the token reach their handlers", async (t) => {
+  const progress: ProgressReport[] = [];
+  const success: SuccessReport[] = [];
+  const failure: FailureReport[] = [];
+  const { app } = build({
+    onProgress: (report) => progress.push(report),
+    onSuccess: (report) => success.push(report),
+    onFailure: (report) => failure.push(report),
+  });
+  t.after(() => app.close());
+  const authorization = `Bearer ${token}`;
+  const report = { step: "write", image: "root.img", bytesDone: 10, bytesTotal: 20 };
+  const sent = await app.inject({ method: "POST", url: "/progress", headers: { authorization }, payload: report });
+  assert.equal(sent.statusCode, 200);
+  assert.deepEqual(progress, [report]);
+  // busybox wget labels its body as a form; it is parsed as JSON all the same.
+  const wgetStyle = await app.inject({
+    method: "POST",
+    url: "/success",
+    headers: { authorization, "content-type": "application/x-www-form-urlencoded" },
+    payload: JSON.stringify({ message: "done" }),
+  });
+  assert.equal(wgetStyle.statusCode, 200);
+  assert.deepEqual(success, [{ message: "done" }]);
+  const failed = await app.inject({
+    method: "POST",
+    url: "/failure",
+    headers: { authorization },
+    payload: { step: "write", message: "root.img: sha256 mismatch" },
+  });
+  assert.equal(failed.statusCode, 200);
+  assert.deepEqual(failure, [{ step: "write", message: "root.img: sha256 mismatch" }]);
+});
+
+test("malformed reports get 400 and reach no handler", async (t) => {
+  const seen: unknown[] = [];
+  const { app } = build({ onProgress: (report) => seen.push(report), onFailure: (report) => seen.push(report) });
+  t.after(() => app.close());
+  const authorization = `Bearer ${token}`;
+  const bad = [
+    { url: "/progress", payload: "{not json", headers: { "content-type": "application/json" } },
+    { url: "/progress", payload: JSON.stringify({ message: "no step" }), headers: { "content-type": "application/json" } },
+    { url: "/progress", payload: JSON.stringify({ step: "x", bytesDone: -1 }), headers: { "content-type": "application/json" } },
+    { url: "/failure", payload: JSON.stringify({ step: "x" }), headers: { "content-type": "application/json" } },
+    { url: "/progress", payload: "x".repeat(100_000), headers: { "content-type": "text/plain" } },
+  ];
+  for (const request of bad) {
+    const response = await app.inject({
+      method: "POST",
+      url: request.url,
+      payload: request.payload,
+      headers: { ...request.headers, authorization },
+    });
+    assert.ok([400, 413].includes(response.statusCode), `${request.url} ${request.payload.slice(0, 30)}: ${response.statusCode}`);
+  }
+  assert.deepEqual(seen, []);
+});
