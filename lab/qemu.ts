@@ -9,7 +9,10 @@ export interface QemuUnitOptions {
   memoryMiB?: number;
   /** "network": network only. "menu": disk first, boot menu enabled. */
   boot: "network" | "menu";
-  /** Serial console on a unix socket QEMU listens on (waits for a client). */
+  /**
+   * Serial console on a unix socket that something (socat bridging it to a
+   * pty) already listens on; QEMU connects to it at start.
+   */
   serialSocket?: string;
 }
 
@@ -28,7 +31,8 @@ export function qemuUnitArgs(options: QemuUnitOptions): string[] {
   if (options.boot === "network") args.push("-boot", "order=n");
   else args.push("-boot", "menu=on,order=c,splash-time=5000");
   if (options.serialSocket) {
-    args.push("-monitor", "none", "-serial", `unix:${options.serialSocket},server=on,wait=on`);
+    // -nographic stays: it is what makes SeaBIOS print to the serial port.
+    args.push("-monitor", "none", "-serial", `unix:${options.serialSocket}`);
   }
   return args;
 }

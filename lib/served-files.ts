@@ -9,6 +9,8 @@ import { Rtr7Error } from "./errors.js";
 export interface ServedFile {
   readonly name: string;
   readonly size: number;
+  /** Set for files on disk, so servers can send them without a stream. */
+  readonly diskPath?: string;
   /** A stream of bytes start..end inclusive (the whole file by default). */
   open(range?: { start: number; end: number }): Readable;
 }
@@ -28,6 +30,7 @@ export async function fileFromDisk(name: string, path: string): Promise<ServedFi
   return {
     name,
     size,
+    diskPath: path,
     open: (range) =>
       createReadStream(path, {
         highWaterMark: 1024 * 1024,

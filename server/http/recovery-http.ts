@@ -9,6 +9,7 @@ import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import parseRange from "range-parser";
 import type { Logger } from "../../lib/log.js";
+import { sendFileRange } from "./send-file.js";
 import type { FileMap, ServedFile } from "../../lib/served-files.js";
 import type { Manifest } from "../../lib/wire/manifest.js";
 import {
@@ -123,16 +124,36 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     void reply.header("content-length", length);
     if (range) void reply.code(206).header("content-range", `bytes ${range.start}-${range.end}/${file.size}`);
     if (request.method === "HEAD") return reply.send();
-    reply.raw.once("finish", () => {
+    const sent = (): void => {
       bytesServed += length;
       log.info(
         { peer: request.ip, event: "http-sent", file: file.name, bytes: length, ...(range ? { range: header } : {}) },
         `sent ${file.name}${range ? ` (${header})` : ""}`,
       );
-    });
+    };
     // An empty file has no range to read; send an empty body directly.
-    if (length === 0) return reply.send("");
-    return reply.send(file.open(range));
+    if (length === 0) {
+      reply.raw.once("finish", sent);
+      return reply.send("");
+    }
+    if (file.diskPath === undefined) {
+      reply.raw.once("finish", sent);
+      return reply.send(file.open(range));
+    }
+    const diskPath = file.diskPath;
+    void reply.hijack();
+    reply.raw.writeHead(reply.statusCode, reply.getHeaders() as Record<string, string | number | string[]>);
+    sendFileRange(reply.raw, diskPath, range?.start ?? 0, range?.end ?? file.size - 1).then(
+      (bytes) => {
+        if (bytes === length) sent();
+        else log.info({ peer: request.ip, file: file.name, bytes }, `${file.name}: client went away after ${bytes} bytes`);
+      },
+      (error: Error) => {
+        log.warn({ peer: request.ip, file: file.name, err: error }, `sending ${file.name} failed`);
+        reply.raw.destroy(error);
+      },
+    );
+    return reply;
   }
 
   return { app, bytesServed: () => bytesServed };

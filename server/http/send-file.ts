@@ -1,0 +1,54 @@
+// Streams a byte range of a disk file into an HTTP response through a small
+// ring of reused buffers, each refilled only after the socket has taken its
+// previous contents (the write callback). Why not fs.createReadStream: it
+// allocates a fresh buffer for every chunk, and faulting in that new memory
+// cost more than the copy itself: downloads ran at 0.58x of nginx (which
+// uses sendfile). With 8 reused 256 KiB buffers the same download measured
+// faster than nginx on loopback (npm run bench prints the ratio).
+import type { ServerResponse } from "node:http";
+import { open } from "node:fs/promises";
+
+const bufferSize = 256 * 1024;
+const ringLength = 8;
+
+/** Writes bytes start..end (inclusive) of path; resolves with the bytes written. */
+export async function sendFileRange(response: ServerResponse, path: string, start: number, end: number): Promise<number> {
+  const file = await open(path, "r");
+  const ring = Array.from({ length: ringLength }, () => Buffer.allocUnsafeSlow(bufferSize));
+  const pending: (Promise<void> | undefined)[] = new Array<Promise<void> | undefined>(ringLength);
+  let closed = false;
+  const whenClosed = new Promise<void>((resolve) =>
+    response.once("close", () => {
+      closed = true;
+      resolve();
+    }),
+  );
+  let position = start;
+  let slot = 0;
+  try {
+    while (position <= end && !closed) {
+      const inFlight = pending[slot];
+      if (inFlight) await Promise.race([inFlight, whenClosed]);
+      if (closed) break;
+      const buffer = ring[slot] as Buffer;
+      const want = Math.min(buffer.length, end - position + 1);
+      const { bytesRead } = await file.read(buffer, 0, want, position);
+      if (bytesRead === 0) throw new Error(`${path} ended at byte ${position}, before byte ${end}: it shrank while being served`);
+      position += bytesRead;
+      const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+      pending[slot] = new Promise<void>((resolve, reject) =>
+        response.write(chunk, (error) => (error ? reject(error) : resolve())),
+      );
+      // A failed write is seen when its slot comes round or at the end.
+      pending[slot]?.catch(() => undefined);
+      slot = (slot + 1) % ringLength;
+    }
+    if (!closed) {
+      await Promise.race([Promise.all(pending.filter(Boolean)), whenClosed]);
+      response.end();
+    }
+    return position - start;
+  } finally {
+    await file.close();
+  }
+}
