@@ -30,8 +30,13 @@ export abstract class Rtr7Command extends Command {
     }
     if (this.jsonOutput) {
       process.stdout.write(
-        JSON.stringify({ level: "error", event: "error", code: error.code, msg: error.message, hint: error.hint }) +
-          "\n",
+        JSON.stringify({
+          level: "error",
+          event: "error",
+          code: error.code,
+          msg: error.message,
+          hint: error.hint,
+        }) + "\n",
       );
     } else {
       process.stderr.write(`rtr7: ${error.message}\n  hint: ${error.hint}\n`);

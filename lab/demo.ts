@@ -30,8 +30,15 @@ async function main(): Promise<number> {
   try {
     console.log("demo: building the virtual unit (QEMU, software emulation) and its recovery initramfs ...");
     const kernel = newestKernel();
-    const initrd = await buildSmokeInitramfs({ out: path.join(work, "initrd.gz"), modulesDir: modulesDirFor(kernel) });
-    for (const [name, size] of [["mbr.img", 512], ["boot.img", 1 << 20], ["root.img", 4 << 20]] as const) {
+    const initrd = await buildSmokeInitramfs({
+      out: path.join(work, "initrd.gz"),
+      modulesDir: modulesDirFor(kernel),
+    });
+    for (const [name, size] of [
+      ["mbr.img", 512],
+      ["boot.img", 1 << 20],
+      ["root.img", 4 << 20],
+    ] as const) {
       await writeFile(path.join(work, name), randomBytes(size));
     }
     const disk = path.join(work, "disk.img");
@@ -39,7 +46,9 @@ async function main(): Promise<number> {
     await truncate(disk, 64 << 20);
     await lab.addTap("tap0", "10.77.0.254/24");
     console.log(`demo: unit network 10.77.0.0/24 in namespace ${lab.name}; starting rtr7 recover:\n`);
-    console.log(`  $ rtr7 recover --interface tap0 --hostname demo-unit --image-dir ${work} --initrd ${initrd} --no-reset\n`);
+    console.log(
+      `  $ rtr7 recover --interface tap0 --hostname demo-unit --image-dir ${work} --initrd ${initrd} --no-reset\n`,
+    );
     const recover = lab.start(process.execPath, [
       cli,
       "recover",
@@ -57,7 +66,8 @@ async function main(): Promise<number> {
     const unit = lab.start("qemu-system-x86_64", qemuUnitArgs({ tap: "tap0", boot: "network", disk }));
     unit.child.stdout?.on("data", (chunk: Buffer) => {
       for (const line of chunk.toString().split(/\r?\n/)) {
-        if (/rtr7-smoke|iPXE|PXELINUX|Linux version/.test(line)) console.log(`         [unit console] ${line.trim()}`);
+        if (/rtr7-smoke|iPXE|PXELINUX|Linux version/.test(line))
+          console.log(`         [unit console] ${line.trim()}`);
       }
     });
     const code = await recover.exited(6 * 60_000);

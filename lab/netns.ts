@@ -66,7 +66,20 @@ export async function joinWithVeth(
   b: Netns,
   there: { device: string; cidr?: string },
 ): Promise<void> {
-  await run("ip", ["-n", a.name, "link", "add", here.device, "type", "veth", "peer", "name", there.device, "netns", b.name]);
+  await run("ip", [
+    "-n",
+    a.name,
+    "link",
+    "add",
+    here.device,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    there.device,
+    "netns",
+    b.name,
+  ]);
   if (here.cidr) await a.addAddress(here.device, here.cidr);
   if (there.cidr) await b.addAddress(there.device, there.cidr);
   await a.linkUp(here.device);

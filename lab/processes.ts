@@ -131,7 +131,9 @@ export function start(command: string, args: string[], options: { env?: NodeJS.P
         const timer = setTimeout(
           () =>
             reject(
-              new Error(`${command} still running after ${timeoutMs} ms; output:\n${lines.slice(-40).join("\n")}`),
+              new Error(
+                `${command} still running after ${timeoutMs} ms; output:\n${lines.slice(-40).join("\n")}`,
+              ),
             ),
           timeoutMs,
         );

@@ -62,9 +62,10 @@ export interface SmokeInitramfsOptions {
 export async function buildSmokeInitramfs(options: SmokeInitramfsOptions): Promise<string> {
   const e1000 = await readFile(`${options.modulesDir}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`);
   const entries: CpioEntry[] = [
-    ...["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"].map(
-      (path): CpioEntry => ({ kind: "directory", path }),
-    ),
+    ...["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"].map((path): CpioEntry => ({
+      kind: "directory",
+      path,
+    })),
     { kind: "file", path: "bin/busybox", mode: 0o755, source: options.busybox ?? "/bin/busybox" },
     { kind: "symlink", path: "bin/sh", target: "busybox" },
     { kind: "file", path: "lib/modules/e1000.ko", data: e1000 },

@@ -9,7 +9,12 @@ export function parseDuration(text: string, flag: string): number {
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
   const parts = [...trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
   if (parts.length === 0 || parts.map((part) => part[0]).join("") !== trimmed) {
-    throw new Rtr7Error("RTR7_ERR_USAGE", `${flag} ${JSON.stringify(text)}: want a duration such as 90s, 10m or 1h30m`);
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `${flag} ${JSON.stringify(text)}: want a duration such as 90s, 10m or 1h30m`,
+    );
   }
-  return Math.round(parts.reduce((total, part) => total + Number(part[1]) * (units[part[2] as string] ?? 0), 0));
+  return Math.round(
+    parts.reduce((total, part) => total + Number(part[1]) * (units[part[2] as string] ?? 0), 0),
+  );
 }

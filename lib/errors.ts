@@ -15,26 +15,34 @@ export const errorCatalogue = {
   RTR7_ERR_INTERFACE_NONE: "Bring up the interface that faces the unit and give it one IPv4 address.",
   RTR7_ERR_INTERFACE_AMBIGUOUS: "Choose one with --interface NAME.",
   RTR7_ERR_INTERFACE_NOT_FOUND: "List interfaces with `ip -br addr` and pass one of them to --interface.",
-  RTR7_ERR_INTERFACE_ADDRESS: "Give the interface exactly one IPv4 address (ip addr add ADDR/PREFIX dev NAME).",
+  RTR7_ERR_INTERFACE_ADDRESS:
+    "Give the interface exactly one IPv4 address (ip addr add ADDR/PREFIX dev NAME).",
 
   // Servers
-  RTR7_ERR_LISTEN: "Another server (dnsmasq, tftpd, a web server) may hold the port: stop it or pick another port.",
+  RTR7_ERR_LISTEN:
+    "Another server (dnsmasq, tftpd, a web server) may hold the port: stop it or pick another port.",
   RTR7_ERR_DHCP_PACKET: "A malformed DHCP packet was skipped; nothing to do unless it repeats.",
   RTR7_ERR_TFTP_PACKET: "A malformed TFTP packet was skipped; nothing to do unless it repeats.",
 
   // Recovery run
-  RTR7_ERR_RECOVERY_FAILED: "Read the unit's message above and its serial console log, fix the cause, then run again.",
-  RTR7_ERR_RECOVERY_TIMEOUT: "Check the unit's cabling and its boot order (or use --serial with --boot-menu), then run again.",
+  RTR7_ERR_RECOVERY_FAILED:
+    "Read the unit's message above and its serial console log, fix the cause, then run again.",
+  RTR7_ERR_RECOVERY_TIMEOUT:
+    "Check the unit's cabling and its boot order (or use --serial with --boot-menu), then run again.",
   RTR7_ERR_ABORTED: "Nothing to fix: the run was stopped (Ctrl-C or a signal) before it finished.",
   RTR7_ERR_KERNEL_PANIC: "The unit's kernel panicked: read the console log; check --kernel and --initrd.",
 
   // Hardware
-  RTR7_ERR_REBOOTOR_OPEN: "Allow access to the Teensy rebootor with a udev rule, e.g. SUBSYSTEM==\"hidraw\", ATTRS{idVendor}==\"16c0\", ATTRS{idProduct}==\"0477\", MODE=\"0660\", GROUP=\"plugdev\"; or run as root.",
+  RTR7_ERR_REBOOTOR_OPEN:
+    'Allow access to the Teensy rebootor with a udev rule in /etc/udev/rules.d/70-rtr7-rebootor.rules: SUBSYSTEM=="hidraw", ATTRS{idVendor}=="16c0", ATTRS{idProduct}=="0477", MODE="0660", GROUP="plugdev" (then `udevadm control --reload` and replug it, and be in group plugdev); or run as root.',
   RTR7_ERR_REBOOTOR_AMBIGUOUS: "Several rebootors are attached: choose one with --rebootor SERIAL_OR_PATH.",
-  RTR7_ERR_REBOOTOR_NOT_FOUND: "No rebootor matches --rebootor: run `rtr7 reset --list` to see the attached ones.",
+  RTR7_ERR_REBOOTOR_NOT_FOUND:
+    "No rebootor matches --rebootor: run `rtr7 reset --list` to see the attached ones.",
   RTR7_ERR_REBOOTOR_WRITE: "Unplug and replug the rebootor, then try again.",
-  RTR7_ERR_SERIAL_OPEN: "Check the --serial path and that no other program (screen, minicom) holds it; you may need to be in the dialout group.",
-  RTR7_ERR_BOOT_MENU: "Watch the console (rtr7 console --serial PATH) and check --boot-menu matches the unit's firmware.",
+  RTR7_ERR_SERIAL_OPEN:
+    "Check the --serial path and that no other program (screen, minicom) holds it; you may need to be in the dialout group.",
+  RTR7_ERR_BOOT_MENU:
+    "Watch the console (rtr7 console --serial PATH) and check --boot-menu matches the unit's firmware.",
 } as const satisfies Record<string, string>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

@@ -59,7 +59,7 @@ export function formatHumanLine(record: Record<string, unknown>): string {
   if (typeof record.subsystem === "string") parts.push(`[${record.subsystem}]`);
   if (record.level === "warn") parts.push("warning:");
   if (record.level === "error" || record.level === "fatal") parts.push("error:");
-  if (record.peer !== undefined) parts.push(String(record.peer));
+  if (record.peer !== undefined) parts.push(asText(record.peer));
   if (typeof record.msg === "string") parts.push(record.msg);
   for (const [key, value] of Object.entries(record)) {
     if (hiddenFields.has(key) || value === undefined) continue;
@@ -68,7 +68,11 @@ export function formatHumanLine(record: Record<string, unknown>): string {
       parts.push(`(${String(message)})`);
       continue;
     }
-    parts.push(`${key}=${typeof value === "object" ? JSON.stringify(value) : String(value)}`);
+    parts.push(`${key}=${asText(value)}`);
   }
   return parts.filter((part) => part !== "").join(" ");
+}
+
+function asText(value: unknown): string {
+  return typeof value === "object" && value !== null ? JSON.stringify(value) : String(value as string);
 }

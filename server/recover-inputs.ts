@@ -58,9 +58,13 @@ export function newestKernel(bootDir = "/boot"): string {
   }
   const newest = names.sort((a, b) => a.localeCompare(b, undefined, { numeric: true })).pop();
   if (newest === undefined) {
-    throw new Rtr7Error("RTR7_ERR_FILE_MISSING", `--kernel not given and no ${bootDir}/vmlinuz-* to default to`, {
-      hint: "Pass --kernel PATH, or install a kernel (apt-get install linux-image-amd64).",
-    });
+    throw new Rtr7Error(
+      "RTR7_ERR_FILE_MISSING",
+      `--kernel not given and no ${bootDir}/vmlinuz-* to default to`,
+      {
+        hint: "Pass --kernel PATH, or install a kernel (apt-get install linux-image-amd64).",
+      },
+    );
   }
   return path.join(bootDir, newest);
 }

@@ -188,7 +188,9 @@ async function prepareImages(
   const imageFiles = new FileMap();
   for (const [name, path] of named) imageFiles.add(await fileFromDisk(name, path));
   if (images.backup !== undefined) imageFiles.add(await fileFromDisk("backup.tar.gz", images.backup));
-  const hashed = await Promise.all(named.map(async ([name, path]) => ({ name, ...(await sha256OfFile(path)) })));
+  const hashed = await Promise.all(
+    named.map(async ([name, path]) => ({ name, ...(await sha256OfFile(path)) })),
+  );
   for (const image of hashed) {
     log.debug({ event: "image", ...image }, `${image.name}: ${image.size} bytes, sha256 ${image.sha256}`);
   }
@@ -203,14 +205,21 @@ async function listenHttp(
   try {
     await app.listen({ host: address, port });
   } catch (error) {
-    throw new Rtr7Error("RTR7_ERR_LISTEN", `listen on tcp ${address}:${port} (HTTP): ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new Rtr7Error(
+      "RTR7_ERR_LISTEN",
+      `listen on tcp ${address}:${port} (HTTP): ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
   }
 }
 
 function unitFailure(report: FailureReport, peer: string): Rtr7Error {
-  return new Rtr7Error("RTR7_ERR_RECOVERY_FAILED", `the unit (${peer}) failed at ${report.step}: ${report.message}`);
+  return new Rtr7Error(
+    "RTR7_ERR_RECOVERY_FAILED",
+    `the unit (${peer}) failed at ${report.step}: ${report.message}`,
+  );
 }
 
 /** The unit's verdict: the first of success, failure, timeout or abort wins. */
@@ -269,7 +278,9 @@ class Verdict {
 
 function abortError(signal: AbortSignal | undefined): Error {
   const reason: unknown = signal?.reason;
-  return reason instanceof Error ? reason : new Rtr7Error("RTR7_ERR_ABORTED", "recovery: stopped before the unit reported");
+  return reason instanceof Error
+    ? reason
+    : new Rtr7Error("RTR7_ERR_ABORTED", "recovery: stopped before the unit reported");
 }
 
 export type { RecoveryNetwork };

@@ -21,7 +21,8 @@ answered, so the LAN's own DHCP server is not disturbed.`;
         "<%= config.bin %> recover --hostname router7 --mbr mbr.img --boot boot.img --root root.img --backup backup.tar.gz --interface enp3s0 --initrd recovery.img",
     },
     {
-      description: "No rebootor: boot the unit from the network through its SeaBIOS menu on a serial console:",
+      description:
+        "No rebootor: boot the unit from the network through its SeaBIOS menu on a serial console:",
       command:
         "<%= config.bin %> recover --hostname router7 --image-dir ./build --initrd recovery.img --no-reset --serial /dev/ttyUSB0 --boot-menu seabios",
     },
@@ -35,10 +36,14 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       description: "Directory holding mbr.img, boot.img, root.img and optionally backup.tar.gz.",
       exists: true,
     }),
-    backup: Flags.file({ description: "Backup of /perm (backup.tar.gz) to restore on the unit.", exists: true }),
+    backup: Flags.file({
+      description: "Backup of /perm (backup.tar.gz) to restore on the unit.",
+      exists: true,
+    }),
     hostname: Flags.string({ description: "The unit's host name.", required: true }),
     interface: Flags.string({
-      description: "Interface facing the unit [default: the first up, non-loopback one with one IPv4 address].",
+      description:
+        "Interface facing the unit [default: the first up, non-loopback one with one IPv4 address].",
     }),
     "recover-octet": Flags.integer({
       description: "Last byte of the address offered to the unit.",
@@ -52,16 +57,26 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       default: true,
       allowNo: true,
     }),
-    rebootor: Flags.string({ description: "Rebootor to use when several are attached (serial number or path)." }),
-    serial: Flags.string({ description: "Serial console of the unit (e.g. /dev/ttyUSB0); lines are shown and logged." }),
+    rebootor: Flags.string({
+      description: "Rebootor to use when several are attached (serial number or path).",
+    }),
+    serial: Flags.string({
+      description: "Serial console of the unit (e.g. /dev/ttyUSB0); lines are shown and logged.",
+    }),
     baud: Flags.integer({ description: "Serial console speed.", default: 115200 }),
     "boot-menu": Flags.option({
       options: ["seabios", "apu2", "none"] as const,
       default: "none" as const,
       description: "Choose network boot in the firmware's boot menu over --serial.",
     })(),
-    "serial-log": Flags.string({ description: "Append the raw console output to this file [default: with --serial, ./console-<hostname>.log]." }),
-    kernel: Flags.file({ description: "Kernel pxelinux boots [default: the newest /boot/vmlinuz-*].", exists: true }),
+    "serial-log": Flags.string({
+      description:
+        "Append the raw console output to this file [default: with --serial, ./console-<hostname>.log].",
+    }),
+    kernel: Flags.file({
+      description: "Kernel pxelinux boots [default: the newest /boot/vmlinuz-*].",
+      exists: true,
+    }),
     initrd: Flags.file({ description: "Recovery initramfs pxelinux boots.", exists: true, required: true }),
     "http-port": Flags.integer({ description: "HTTP port for images and reports.", default: 7773 }),
     "tftp-port": Flags.integer({ description: "TFTP port.", default: 69 }),

@@ -35,7 +35,8 @@ export async function sha256OfFile(path: string): Promise<{ sha256: string; size
 /** A loose structural check for a manifest read from the network or disk. */
 export function parseManifest(value: unknown): Manifest {
   const record = value as Partial<Manifest> | null;
-  if (!record || !Array.isArray(record.images)) throw new Error("manifest: want an object with an images array");
+  if (!record || !Array.isArray(record.images))
+    throw new Error("manifest: want an object with an images array");
   for (const image of record.images as unknown[]) {
     const entry = image as Partial<ManifestImage> | null;
     if (

@@ -57,20 +57,40 @@ function nameBytes(path: string): Buffer {
 }
 
 /** Yields the archive's bytes entry by entry; pipe it through gzip to a file. */
-export async function* cpioArchive(entries: Iterable<CpioEntry> | AsyncIterable<CpioEntry>): AsyncGenerator<Buffer> {
+export async function* cpioArchive(
+  entries: Iterable<CpioEntry> | AsyncIterable<CpioEntry>,
+): AsyncGenerator<Buffer> {
   let inode = 1;
   for await (const entry of entries) {
     const name = nameBytes(entry.path);
     if (entry.kind === "directory") {
-      yield header({ inode: inode++, mode: S_IFDIR | (entry.mode ?? 0o755), nlink: 2, size: 0, nameSize: name.length });
+      yield header({
+        inode: inode++,
+        mode: S_IFDIR | (entry.mode ?? 0o755),
+        nlink: 2,
+        size: 0,
+        nameSize: name.length,
+      });
       yield Buffer.concat([name, padding(110 + name.length)]);
     } else if (entry.kind === "symlink") {
       const target = Buffer.from(entry.target);
-      yield header({ inode: inode++, mode: S_IFLNK | 0o777, nlink: 1, size: target.length, nameSize: name.length });
+      yield header({
+        inode: inode++,
+        mode: S_IFLNK | 0o777,
+        nlink: 1,
+        size: target.length,
+        nameSize: name.length,
+      });
       yield Buffer.concat([name, padding(110 + name.length), target, padding(target.length)]);
     } else {
       const size = "data" in entry ? entry.data.length : (await stat(entry.source)).size;
-      yield header({ inode: inode++, mode: S_IFREG | (entry.mode ?? 0o644), nlink: 1, size, nameSize: name.length });
+      yield header({
+        inode: inode++,
+        mode: S_IFREG | (entry.mode ?? 0o644),
+        nlink: 1,
+        size,
+        nameSize: name.length,
+      });
       yield Buffer.concat([name, padding(110 + name.length)]);
       if ("data" in entry) {
         yield entry.data;

@@ -57,10 +57,16 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
   const requireToken = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const given = Buffer.from(request.headers.authorization ?? "");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      log.warn({ peer: request.ip, event: "report-rejected", url: request.url }, "report with a wrong or missing token");
+      log.warn(
+        { peer: request.ip, event: "report-rejected", url: request.url },
+        "report with a wrong or missing token",
+      );
       await reply
         .code(403)
-        .send({ error: "forbidden", message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)" });
+        .send({
+          error: "forbidden",
+          message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)",
+        });
     }
   };
 
@@ -69,41 +75,48 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     void reply.code(404).send({ error: "not found", message: `no such file: ${request.url}` });
   });
   app.setErrorHandler((error: { statusCode?: number; message: string }, request, reply) => {
-    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    const status =
+      error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     log.warn({ peer: request.ip, url: request.url, status }, `request failed: ${error.message}`);
-    void reply.code(status).send({ error: status === 500 ? "internal error" : "bad request", message: error.message });
+    void reply
+      .code(status)
+      .send({ error: status === 500 ? "internal error" : "bad request", message: error.message });
   });
 
   for (const name of options.files.names()) {
     const file = options.files.get(name) as ServedFile;
     // GET and HEAD share one handler: fastify's automatic HEAD route would
     // report Content-Length 0 for a body-less reply.
-    app.route({ method: ["GET", "HEAD"], url: `/${name}`, handler: (request, reply) => serveFile(file, request, reply) });
+    app.route({
+      method: ["GET", "HEAD"],
+      url: `/${name}`,
+      handler: (request, reply) => serveFile(file, request, reply),
+    });
   }
-  app.get("/manifest.json", async () => options.manifest);
+  app.get("/manifest.json", (_request, reply) => reply.send(options.manifest));
 
   app.post<{ Body: ProgressReport }>(
     "/progress",
     { onRequest: requireToken, schema: { body: progressReportSchema } },
-    async (request) => {
+    (request, reply) => {
       options.onProgress?.(request.body, request.ip);
-      return { ok: true };
+      return reply.send({ ok: true });
     },
   );
   app.post<{ Body: SuccessReport | undefined }>(
     "/success",
     { onRequest: requireToken, schema: { body: successReportSchema } },
-    async (request, reply) => {
+    (request, reply) => {
       reply.raw.once("finish", () => options.onSuccess?.(request.body ?? {}, request.ip));
-      return { ok: true };
+      return reply.send({ ok: true });
     },
   );
   app.post<{ Body: FailureReport }>(
     "/failure",
     { onRequest: requireToken, schema: { body: failureReportSchema } },
-    async (request, reply) => {
+    (request, reply) => {
       reply.raw.once("finish", () => options.onFailure?.(request.body, request.ip));
-      return { ok: true };
+      return reply.send({ ok: true });
     },
   );
 
@@ -127,7 +140,13 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     const sent = (): void => {
       bytesServed += length;
       log.info(
-        { peer: request.ip, event: "http-sent", file: file.name, bytes: length, ...(range ? { range: header } : {}) },
+        {
+          peer: request.ip,
+          event: "http-sent",
+          file: file.name,
+          bytes: length,
+          ...(range ? { range: header } : {}),
+        },
         `sent ${file.name}${range ? ` (${header})` : ""}`,
       );
     };
@@ -146,7 +165,11 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     sendFileRange(reply.raw, diskPath, range?.start ?? 0, range?.end ?? file.size - 1).then(
       (bytes) => {
         if (bytes === length) sent();
-        else log.info({ peer: request.ip, file: file.name, bytes }, `${file.name}: client went away after ${bytes} bytes`);
+        else
+          log.info(
+            { peer: request.ip, file: file.name, bytes },
+            `${file.name}: client went away after ${bytes} bytes`,
+          );
       },
       (error: Error) => {
         log.warn({ peer: request.ip, file: file.name, err: error }, `sending ${file.name} failed`);

@@ -12,7 +12,12 @@ const bufferSize = 256 * 1024;
 const ringLength = 8;
 
 /** Writes bytes start..end (inclusive) of path; resolves with the bytes written. */
-export async function sendFileRange(response: ServerResponse, path: string, start: number, end: number): Promise<number> {
+export async function sendFileRange(
+  response: ServerResponse,
+  path: string,
+  start: number,
+  end: number,
+): Promise<number> {
   const file = await open(path, "r");
   const ring = Array.from({ length: ringLength }, () => Buffer.allocUnsafeSlow(bufferSize));
   const pending: (Promise<void> | undefined)[] = new Array<Promise<void> | undefined>(ringLength);
@@ -33,7 +38,10 @@ export async function sendFileRange(response: ServerResponse, path: string, star
       const buffer = ring[slot] as Buffer;
       const want = Math.min(buffer.length, end - position + 1);
       const { bytesRead } = await file.read(buffer, 0, want, position);
-      if (bytesRead === 0) throw new Error(`${path} ended at byte ${position}, before byte ${end}: it shrank while being served`);
+      if (bytesRead === 0)
+        throw new Error(
+          `${path} ended at byte ${position}, before byte ${end}: it shrank while being served`,
+        );
       position += bytesRead;
       const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
       pending[slot] = new Promise<void>((resolve, reject) =>
@@ -44,7 +52,8 @@ export async function sendFileRange(response: ServerResponse, path: string, star
       slot = (slot + 1) % ringLength;
     }
     if (!closed) {
-      await Promise.race([Promise.all(pending.filter(Boolean)), whenClosed]);
+      const writes = pending.filter((write): write is Promise<void> => write !== undefined);
+      await Promise.race([Promise.all(writes), whenClosed]);
       response.end();
     }
     return position - start;

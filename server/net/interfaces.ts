@@ -37,7 +37,9 @@ export const hostInterfaces: InterfaceWorld = {
   list: () => os.networkInterfaces(),
   isUp(name) {
     try {
-      return (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, "utf8").trim(), 16) & IFF_UP) !== 0;
+      return (
+        (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, "utf8").trim(), 16) & IFF_UP) !== 0
+      );
     } catch {
       return false;
     }
@@ -53,30 +55,7 @@ export function chooseRecoveryNetwork(
   world: InterfaceWorld = hostInterfaces,
 ): RecoveryNetwork {
   const all = world.list();
-  let name = options.interfaceName;
-  if (name === undefined) {
-    const candidates = Object.entries(all)
-      .filter(([candidate, addresses]) => {
-        const v4 = ipv4Addresses(addresses);
-        return v4.length > 0 && !v4.some((entry) => entry.internal) && world.isUp(candidate);
-      })
-      .map(([candidate]) => candidate);
-    const single = candidates.filter((candidate) => ipv4Addresses(all[candidate]).length === 1);
-    if (candidates.length === 0) {
-      throw new Rtr7Error(
-        "RTR7_ERR_INTERFACE_NONE",
-        "choose the interface facing the unit: no interface is up with an IPv4 address (loopback does not count)",
-      );
-    }
-    if (single.length === 0) {
-      throw new Rtr7Error(
-        "RTR7_ERR_INTERFACE_ADDRESS",
-        `choose the interface facing the unit: ${candidates.join(", ")} each have several IPv4 addresses`,
-        { hint: "Pass --interface NAME and keep exactly one IPv4 address on it." },
-      );
-    }
-    name = single[0] as string;
-  }
+  const name = options.interfaceName ?? defaultInterface(all, world);
   const addresses = all[name];
   if (addresses === undefined) {
     throw new Rtr7Error(
@@ -85,14 +64,38 @@ export function chooseRecoveryNetwork(
     );
   }
   const v4 = ipv4Addresses(addresses);
-  if (v4.length !== 1) {
+  const only = v4[0];
+  if (v4.length !== 1 || only === undefined) {
     throw new Rtr7Error(
       "RTR7_ERR_INTERFACE_ADDRESS",
       `interface ${name}: want exactly one IPv4 address, got ${v4.length === 0 ? "none" : v4.map((entry) => entry.address).join(", ")}`,
     );
   }
-  const { address, netmask } = v4[0] as InterfaceAddress;
-  return networkFor(name, address, netmask, options.recoverOctet);
+  return networkFor(name, only.address, only.netmask, options.recoverOctet);
+}
+
+function defaultInterface(all: ReturnType<InterfaceWorld["list"]>, world: InterfaceWorld): string {
+  const candidates = Object.entries(all)
+    .filter(([candidate, addresses]) => {
+      const v4 = ipv4Addresses(addresses);
+      return v4.length > 0 && !v4.some((entry) => entry.internal) && world.isUp(candidate);
+    })
+    .map(([candidate]) => candidate);
+  if (candidates.length === 0) {
+    throw new Rtr7Error(
+      "RTR7_ERR_INTERFACE_NONE",
+      "choose the interface facing the unit: no interface is up with an IPv4 address (loopback does not count)",
+    );
+  }
+  const single = candidates.find((candidate) => ipv4Addresses(all[candidate]).length === 1);
+  if (single === undefined) {
+    throw new Rtr7Error(
+      "RTR7_ERR_INTERFACE_ADDRESS",
+      `choose the interface facing the unit: ${candidates.join(", ")} each have several IPv4 addresses`,
+      { hint: "Pass --interface NAME and keep exactly one IPv4 address on it." },
+    );
+  }
+  return single;
 }
 
 export function networkFor(

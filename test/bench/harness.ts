@@ -31,7 +31,12 @@ export interface Comparison {
 }
 
 /** Alternates ours and the peer `rounds` times after one warm-up each. */
-export async function compare(label: string, ours: Contender, peer: Contender, rounds: number): Promise<Comparison> {
+export async function compare(
+  label: string,
+  ours: Contender,
+  peer: Contender,
+  rounds: number,
+): Promise<Comparison> {
   await ours.run();
   await peer.run();
   const result: Comparison = { label, ours: [], peer: [] };
@@ -45,20 +50,31 @@ export async function compare(label: string, ours: Contender, peer: Contender, r
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /**
  * Prints one line per comparison: median times and the speed ratio
  * (peer time / our time: above 1 means we are faster).
  */
-export function printComparisons(title: string, peerName: string, comparisons: Comparison[], bytes?: number): void {
+export function printComparisons(
+  title: string,
+  peerName: string,
+  comparisons: Comparison[],
+  bytes?: number,
+): void {
   console.log(`\n${title}`);
-  console.log(`${"case".padEnd(28)} ${"rtr7 (ms)".padStart(10)} ${`${peerName} (ms)`.padStart(16)} ${"speed ratio".padStart(12)}`);
+  console.log(
+    `${"case".padEnd(28)} ${"rtr7 (ms)".padStart(10)} ${`${peerName} (ms)`.padStart(16)} ${"speed ratio".padStart(12)}`,
+  );
   for (const comparison of comparisons) {
     const ours = median(comparison.ours);
     const peer = median(comparison.peer);
-    const rate = bytes ? `  (${(bytes / 1024 / 1024 / (ours / 1000)).toFixed(0)} MiB/s vs ${(bytes / 1024 / 1024 / (peer / 1000)).toFixed(0)} MiB/s)` : "";
+    const rate = bytes
+      ? `  (${(bytes / 1024 / 1024 / (ours / 1000)).toFixed(0)} MiB/s vs ${(bytes / 1024 / 1024 / (peer / 1000)).toFixed(0)} MiB/s)`
+      : "";
     console.log(
       `${comparison.label.padEnd(28)} ${ours.toFixed(0).padStart(10)} ${peer.toFixed(0).padStart(16)} ${(peer / ours).toFixed(2).padStart(11)}x${rate}`,
     );

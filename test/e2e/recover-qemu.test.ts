@@ -22,7 +22,10 @@ async function prepare(t: Parameters<typeof requireRootAndTools>[0], tools: stri
   if (!(await requireRootAndTools(t, ["qemu-system-x86_64", "busybox", ...tools]))) return undefined;
   const work = await scratchDir(t, "qemu");
   const kernel = newestKernel();
-  const initrd = await buildSmokeInitramfs({ out: path.join(work, "initrd.gz"), modulesDir: modulesDirFor(kernel) });
+  const initrd = await buildSmokeInitramfs({
+    out: path.join(work, "initrd.gz"),
+    modulesDir: modulesDirFor(kernel),
+  });
   const images = await fakeImages(work);
   const [lab] = await namespacesFor(t, "qemu");
   if (!lab) throw new Error("no namespace");
@@ -56,60 +59,93 @@ function checkSuccess(output: string): void {
   assert.equal(success.unitAddress, "10.77.0.1");
   // The unit walked the whole chain: DHCP, every PXE file over TFTP, the
   // manifest and an image over HTTP, and a progress report on the way.
-  assert.ok(events.some((event) => event.subsystem === "dhcp" && /ack/i.test(String(event.event))), "no DHCP ACK");
+  assert.ok(
+    events.some((event) => event.subsystem === "dhcp" && /ack/i.test(String(event.event))),
+    "no DHCP ACK",
+  );
   for (const name of ["pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default", "vmlinuz", "initrd"]) {
     assert.ok(
-      events.some((event) => event.subsystem === "tftp" && event.file === name && event.event === "tftp-sent"),
+      events.some(
+        (event) => event.subsystem === "tftp" && event.file === name && event.event === "tftp-sent",
+      ),
       `${name} was not sent over TFTP`,
     );
   }
-  assert.ok(events.some((event) => event.subsystem === "http" && event.file === "mbr.img"), "mbr.img not fetched");
-  assert.ok(events.some((event) => event.event === "progress" && event.step === "dhcp"), "no progress report");
+  assert.ok(
+    events.some((event) => event.subsystem === "http" && event.file === "mbr.img"),
+    "mbr.img not fetched",
+  );
+  assert.ok(
+    events.some((event) => event.event === "progress" && event.step === "dhcp"),
+    "no progress report",
+  );
 }
 
-test("a network-only QEMU unit is recovered through iPXE, pxelinux and our DHCP, TFTP and HTTP", { timeout: bootTimeoutMs }, async (t) => {
-  const setup = await prepare(t, []);
-  if (!setup) return;
-  const recover = setup.lab.start(process.execPath, setup.recoverArgs);
-  await recover.waitForLine(/"event":"start"/, 60_000);
-  const qemu = setup.lab.start("qemu-system-x86_64", qemuUnitArgs({ tap: "tap0", mac: unitMac, boot: "network", disk: setup.disk }));
-  t.after(() => qemu.stop());
-  const code = await recover.exited(bootTimeoutMs - 60_000);
-  assert.equal(code, 0, `rtr7 recover failed:\n${recover.output().slice(-4000)}\n--- unit console:\n${qemu.output().slice(-3000)}`);
-  checkSuccess(recover.output());
-  assert.match(qemu.output(), /rtr7-smoke: reported success/);
-});
+test(
+  "a network-only QEMU unit is recovered through iPXE, pxelinux and our DHCP, TFTP and HTTP",
+  { timeout: bootTimeoutMs },
+  async (t) => {
+    const setup = await prepare(t, []);
+    if (!setup) return;
+    const recover = setup.lab.start(process.execPath, setup.recoverArgs);
+    await recover.waitForLine(/"event":"start"/, 60_000);
+    const qemu = setup.lab.start(
+      "qemu-system-x86_64",
+      qemuUnitArgs({ tap: "tap0", mac: unitMac, boot: "network", disk: setup.disk }),
+    );
+    t.after(() => qemu.stop());
+    const code = await recover.exited(bootTimeoutMs - 60_000);
+    assert.equal(
+      code,
+      0,
+      `rtr7 recover failed:\n${recover.output().slice(-4000)}\n--- unit console:\n${qemu.output().slice(-3000)}`,
+    );
+    checkSuccess(recover.output());
+    assert.match(qemu.output(), /rtr7-smoke: reported success/);
+  },
+);
 
-test("with the disk first, the SeaBIOS boot menu driven over the serial console picks network boot", { timeout: bootTimeoutMs }, async (t) => {
-  const setup = await prepare(t, ["socat"]);
-  if (!setup) return;
-  await writeFile(setup.disk, hangingBootSector());
-  await truncate(setup.disk, 64 * 1024 * 1024);
-  const tty = path.join(setup.work, "ttyUnit");
-  const socket = path.join(setup.work, "serial.sock");
-  // socat makes the pty first, then waits for QEMU on the socket, so rtr7
-  // has the console open before the firmware prints its first line.
-  const bridge = setup.lab.start("socat", ["-d", "-d", `PTY,link=${tty},raw,echo=0`, `UNIX-LISTEN:${socket}`]);
-  await bridge.waitForLine(/listening on/, 10_000);
-  const recover = setup.lab.start(process.execPath, [
-    ...setup.recoverArgs,
-    `--serial=${tty}`,
-    "--boot-menu=seabios",
-    `--serial-log=${path.join(setup.work, "console.log")}`,
-  ]);
-  await recover.waitForLine(/"event":"start"/, 60_000);
-  await recover.waitForLine(/"subsystem":"serial"/, 30_000);
-  const qemu = setup.lab.start(
-    "qemu-system-x86_64",
-    qemuUnitArgs({ tap: "tap0", mac: unitMac, boot: "menu", disk: setup.disk, serialSocket: socket }),
-  );
-  t.after(() => qemu.stop());
-  const code = await recover.exited(bootTimeoutMs - 60_000);
-  assert.equal(code, 0, `rtr7 recover failed:\n${recover.output().slice(-4000)}`);
-  checkSuccess(recover.output());
-  const events = jsonEvents(recover.output());
-  assert.ok(
-    events.some((event) => event.subsystem === "serial" && /rtr7-smoke: reported success/.test(String(event.msg))),
-    "the unit's console lines were not shown",
-  );
-});
+test(
+  "with the disk first, the SeaBIOS boot menu driven over the serial console picks network boot",
+  { timeout: bootTimeoutMs },
+  async (t) => {
+    const setup = await prepare(t, ["socat"]);
+    if (!setup) return;
+    await writeFile(setup.disk, hangingBootSector());
+    await truncate(setup.disk, 64 * 1024 * 1024);
+    const tty = path.join(setup.work, "ttyUnit");
+    const socket = path.join(setup.work, "serial.sock");
+    // socat makes the pty first, then waits for QEMU on the socket, so rtr7
+    // has the console open before the firmware prints its first line.
+    const bridge = setup.lab.start("socat", [
+      "-d",
+      "-d",
+      `PTY,link=${tty},raw,echo=0`,
+      `UNIX-LISTEN:${socket}`,
+    ]);
+    await bridge.waitForLine(/listening on/, 10_000);
+    const recover = setup.lab.start(process.execPath, [
+      ...setup.recoverArgs,
+      `--serial=${tty}`,
+      "--boot-menu=seabios",
+      `--serial-log=${path.join(setup.work, "console.log")}`,
+    ]);
+    await recover.waitForLine(/"event":"start"/, 60_000);
+    await recover.waitForLine(/"subsystem":"serial"/, 30_000);
+    const qemu = setup.lab.start(
+      "qemu-system-x86_64",
+      qemuUnitArgs({ tap: "tap0", mac: unitMac, boot: "menu", disk: setup.disk, serialSocket: socket }),
+    );
+    t.after(() => qemu.stop());
+    const code = await recover.exited(bootTimeoutMs - 60_000);
+    assert.equal(code, 0, `rtr7 recover failed:\n${recover.output().slice(-4000)}`);
+    checkSuccess(recover.output());
+    const events = jsonEvents(recover.output());
+    assert.ok(
+      events.some(
+        (event) => event.subsystem === "serial" && /rtr7-smoke: reported success/.test(String(event.msg)),
+      ),
+      "the unit's console lines were not shown",
+    );
+  },
+);

@@ -37,4 +37,3 @@ export async function namespacesFor(t: TestContext, ...labels: string[]): Promis
   for (const label of labels) made.push(await Netns.create(label));
   return made;
 }
-

@@ -13,7 +13,11 @@ export async function scratchDir(t: TestContext, label: string): Promise<string>
 
 /** Small stand-in images (random bytes) for recoveries that do not write a disk. */
 export async function fakeImages(dir: string): Promise<{ mbr: string; boot: string; root: string }> {
-  const images = { mbr: path.join(dir, "mbr.img"), boot: path.join(dir, "boot.img"), root: path.join(dir, "root.img") };
+  const images = {
+    mbr: path.join(dir, "mbr.img"),
+    boot: path.join(dir, "boot.img"),
+    root: path.join(dir, "root.img"),
+  };
   await writeFile(images.mbr, randomBytes(512));
   await writeFile(images.boot, randomBytes(256 * 1024));
   await writeFile(images.root, randomBytes(1024 * 1024));

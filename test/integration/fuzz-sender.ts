@@ -52,7 +52,15 @@ function tftpRequest(opcode: number, name: string, options: [string, string][]):
   return Buffer.concat(parts);
 }
 
-const names = ["pxelinux.0", "ldlinux.c32", "../etc/passwd", "/etc/passwd", "pxelinux.cfg/default", "x".repeat(600), ""];
+const names = [
+  "pxelinux.0",
+  "ldlinux.c32",
+  "../etc/passwd",
+  "/etc/passwd",
+  "pxelinux.cfg/default",
+  "x".repeat(600),
+  "",
+];
 const optionValues = ["0", "7", "8", "512", "1468", "65464", "65465", "99999999999", "-1", "abc", ""];
 const tftpSeeds = (): Buffer[] => [
   tftpRequest(1, names[below(names.length)] as string, [
@@ -105,7 +113,9 @@ async function send(): Promise<void> {
   for (let index = 0; index < count; index += 1) {
     const [address, port, seeds] = targets[below(targets.length)] as (typeof targets)[number];
     const packet =
-      random() < 0.5 ? randomBytes(below(600)) : mutate((seeds()[below(seeds().length)] as Buffer) ?? Buffer.alloc(0));
+      random() < 0.5
+        ? randomBytes(below(600))
+        : mutate((seeds()[below(seeds().length)] as Buffer) ?? Buffer.alloc(0));
     await new Promise<void>((resolve) => socket.send(packet, port, address, () => resolve()));
     // Pace a little so the kernel's socket buffers are not what is tested.
     if (index % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 2));

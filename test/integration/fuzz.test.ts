@@ -12,59 +12,87 @@ import { fakeImages, scratchDir } from "../helpers/scratch.js";
 
 const goodMac = "02:00:00:00:00:42";
 
-test("10,000 random and mutated DHCP and TFTP packets: no crash, and a good client is still served", { timeout: 240_000 }, async (t) => {
-  if (!(await requireRootAndTools(t, ["busybox", "curl"]))) return;
-  const work = await scratchDir(t, "fuzz");
-  const images = await fakeImages(work);
-  const [server, client] = await namespacesFor(t, "fuzzsrv", "fuzzcli");
-  if (!server || !client) throw new Error("no namespaces");
-  await joinWithVeth(server, { device: "lan0", cidr: "10.78.0.254/24" }, client, { device: "eth0", cidr: "10.78.0.9/24" });
-  await client.exec("ip", ["route", "add", "default", "dev", "eth0"]);
-  const recover = server.start(process.execPath, [
-    cliEntry,
-    "recover",
-    "--interface=lan0",
-    "--hostname=fuzz",
-    `--mbr=${images.mbr}`,
-    `--boot=${images.boot}`,
-    `--root=${images.root}`,
-    `--kernel=${images.root}`,
-    `--initrd=${images.boot}`,
-    `--mac=${goodMac}`,
-    "--no-reset",
-    "--json",
-    "--verbose",
-  ]);
-  await recover.waitForLine(/"event":"start"/, 30_000);
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+test(
+  "10,000 random and mutated DHCP and TFTP packets: no crash, and a good client is still served",
+  { timeout: 240_000 },
+  async (t) => {
+    if (!(await requireRootAndTools(t, ["busybox", "curl"]))) return;
+    const work = await scratchDir(t, "fuzz");
+    const images = await fakeImages(work);
+    const [server, client] = await namespacesFor(t, "fuzzsrv", "fuzzcli");
+    if (!server || !client) throw new Error("no namespaces");
+    await joinWithVeth(server, { device: "lan0", cidr: "10.78.0.254/24" }, client, {
+      device: "eth0",
+      cidr: "10.78.0.9/24",
+    });
+    await client.exec("ip", ["route", "add", "default", "dev", "eth0"]);
+    const recover = server.start(process.execPath, [
+      cliEntry,
+      "recover",
+      "--interface=lan0",
+      "--hostname=fuzz",
+      `--mbr=${images.mbr}`,
+      `--boot=${images.boot}`,
+      `--root=${images.root}`,
+      `--kernel=${images.root}`,
+      `--initrd=${images.boot}`,
+      `--mac=${goodMac}`,
+      "--no-reset",
+      "--json",
+      "--verbose",
+    ]);
+    await recover.waitForLine(/"event":"start"/, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
 
-  const sender = client.start(process.execPath, [repoPath("dist/test/integration/fuzz-sender.js"), "10.78.0.254", "10000", "7"]);
-  await sender.waitForLine(/sent 10000 packets/, 180_000);
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+    const sender = client.start(process.execPath, [
+      repoPath("dist/test/integration/fuzz-sender.js"),
+      "10.78.0.254",
+      "10000",
+      "7",
+    ]);
+    await sender.waitForLine(/sent 10000 packets/, 180_000);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
 
-  assert.equal(recover.child.exitCode, null, `rtr7 recover died:\n${recover.output().slice(-3000)}`);
-  const output = recover.output();
-  assert.doesNotMatch(output, /unhandled|uncaught|TypeError|RangeError/i);
-  assert.match(output, /"subsystem":"dhcp"[^\n]*"level":"warn"|"level":"warn"[^\n]*"subsystem":"dhcp"/, "malformed DHCP was not logged");
+    assert.equal(recover.child.exitCode, null, `rtr7 recover died:\n${recover.output().slice(-3000)}`);
+    const output = recover.output();
+    assert.doesNotMatch(output, /unhandled|uncaught|TypeError|RangeError/i);
+    assert.match(
+      output,
+      /"subsystem":"dhcp"[^\n]*"level":"warn"|"level":"warn"[^\n]*"subsystem":"dhcp"/,
+      "malformed DHCP was not logged",
+    );
 
-  // A good client: DHCP (the locked MAC, as the unit's own plain client would ask) ...
-  await client.exec("ip", ["link", "set", "eth0", "address", goodMac]);
-  const dhcpScript = path.join(work, "udhcpc.sh");
-  await (await import("node:fs/promises")).writeFile(dhcpScript, '#!/bin/sh\n[ "$1" = bound ] && echo "BOUND ip=$ip"\nexit 0\n', {
-    mode: 0o755,
-  });
-  const dhcp = await client.exec("busybox", ["udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s", dhcpScript], {
-    timeoutMs: 30_000,
-  });
-  assert.match(dhcp.stdout, /BOUND ip=10\.78\.0\.1\b/);
-  // ... TFTP ...
-  const fetched = path.join(work, "fetched.bin");
-  await client.exec("curl", ["-sS", "--tftp-blksize", "1468", "-o", fetched, "tftp://10.78.0.254/pxelinux.cfg/default"], {
-    timeoutMs: 30_000,
-  });
-  assert.match(await readFile(fetched, "utf8"), /rtr7\.hostname=fuzz/);
-  // ... and HTTP.
-  const manifest = await client.exec("curl", ["-sS", "--fail", "http://10.78.0.254:7773/manifest.json"], { timeoutMs: 30_000 });
-  assert.equal((JSON.parse(manifest.stdout) as { images: unknown[] }).images.length, 3);
-  assert.equal(recover.child.exitCode, null);
-});
+    // A good client: DHCP (the locked MAC, as the unit's own plain client would ask) ...
+    await client.exec("ip", ["link", "set", "eth0", "address", goodMac]);
+    const dhcpScript = path.join(work, "udhcpc.sh");
+    await (
+      await import("node:fs/promises")
+    ).writeFile(dhcpScript, '#!/bin/sh\n[ "$1" = bound ] && echo "BOUND ip=$ip"\nexit 0\n', {
+      mode: 0o755,
+    });
+    const dhcp = await client.exec(
+      "busybox",
+      ["udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s", dhcpScript],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    assert.match(dhcp.stdout, /BOUND ip=10\.78\.0\.1\b/);
+    // ... TFTP ...
+    const fetched = path.join(work, "fetched.bin");
+    await client.exec(
+      "curl",
+      ["-sS", "--tftp-blksize", "1468", "-o", fetched, "tftp://10.78.0.254/pxelinux.cfg/default"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    assert.match(await readFile(fetched, "utf8"), /rtr7\.hostname=fuzz/);
+    // ... and HTTP.
+    const manifest = await client.exec("curl", ["-sS", "--fail", "http://10.78.0.254:7773/manifest.json"], {
+      timeoutMs: 30_000,
+    });
+    assert.equal((JSON.parse(manifest.stdout) as { images: unknown[] }).images.length, 3);
+    assert.equal(recover.child.exitCode, null);
+  },
+);

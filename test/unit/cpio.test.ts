@@ -29,7 +29,9 @@ test("GNU cpio extracts what the writer wrote: directories, files with modes, sy
   ]);
   assert.equal(bytes.length % 4, 0);
   const out = path.join(work, "out");
-  const extracted = spawnSync("sh", ["-c", `mkdir -p "${out}" && cd "${out}" && cpio -idm --quiet`], { input: bytes });
+  const extracted = spawnSync("sh", ["-c", `mkdir -p "${out}" && cd "${out}" && cpio -idm --quiet`], {
+    input: bytes,
+  });
   assert.equal(extracted.status, 0, extracted.stderr.toString());
   assert.equal(await readFile(path.join(out, "bin/tool"), "utf8"), "#!/bin/sh\necho hi\n");
   assert.equal((await stat(path.join(out, "bin/tool"))).mode & 0o777, 0o755);
@@ -48,6 +50,10 @@ test("the same entries give the same bytes", async () => {
 
 test("entry paths that could escape the archive root are refused", async () => {
   for (const bad of ["../x", "a/../../x", "", "/", "a//b"]) {
-    await assert.rejects(archive([{ kind: "file", path: bad, data: Buffer.from("x") }]), /bad entry path/, bad);
+    await assert.rejects(
+      archive([{ kind: "file", path: bad, data: Buffer.from("x") }]),
+      /bad entry path/,
+      bad,
+    );
   }
 });

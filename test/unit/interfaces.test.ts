@@ -50,7 +50,11 @@ test("interfaces that are down or have several addresses are passed over", () =>
 
 test("no usable interface, or only ones with several addresses, is a clear error", () => {
   assert.throws(
-    () => chooseRecoveryNetwork({ recoverOctet: 1 }, world({ lo: [v4("127.0.0.1", "255.0.0.0", true)], eth0: [v6] })),
+    () =>
+      chooseRecoveryNetwork(
+        { recoverOctet: 1 },
+        world({ lo: [v4("127.0.0.1", "255.0.0.0", true)], eth0: [v6] }),
+      ),
     (error) => isRtr7Error(error, "RTR7_ERR_INTERFACE_NONE"),
   );
   assert.throws(
@@ -67,7 +71,8 @@ test("a named interface must exist and have exactly one IPv4 address", () => {
   );
   assert.throws(
     () => chooseRecoveryNetwork({ interfaceName: "eth0", recoverOctet: 1 }, world(list)),
-    (error) => isRtr7Error(error, "RTR7_ERR_INTERFACE_ADDRESS") && /10\.0\.0\.2, 10\.0\.1\.2/.test(error.message),
+    (error) =>
+      isRtr7Error(error, "RTR7_ERR_INTERFACE_ADDRESS") && /10\.0\.0\.2, 10\.0\.1\.2/.test(error.message),
   );
   assert.throws(
     () => chooseRecoveryNetwork({ interfaceName: "eth1", recoverOctet: 1 }, world(list)),
@@ -94,5 +99,8 @@ test("an octet outside the network, on the server itself, or a bad mask is refus
     () => networkFor("eth0", "10.0.0.1", "255.0.255.0", 2),
     (error) => isRtr7Error(error, "RTR7_ERR_INTERFACE_ADDRESS"),
   );
-  assert.throws(() => networkFor("eth0", "10.0.0.1", "255.255.255.0", 255), (error) => isRtr7Error(error, "RTR7_ERR_USAGE"));
+  assert.throws(
+    () => networkFor("eth0", "10.0.0.1", "255.255.255.0", 255),
+    (error) => isRtr7Error(error, "RTR7_ERR_USAGE"),
+  );
 });

@@ -54,7 +54,11 @@ test("Range requests get 206 with the exact bytes, or 416 when unsatisfiable", a
   assert.ok(tail.rawPayload.equals(root.subarray(root.length - 10)));
   const open = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=299990-" } });
   assert.ok(open.rawPayload.equals(root.subarray(299_990)));
-  const beyond = await app.inject({ method: "GET", url: "/root.img", headers: { range: "bytes=400000-500000" } });
+  const beyond = await app.inject({
+    method: "GET",
+    url: "/root.img",
+    headers: { range: "bytes=400000-500000" },
+  });
   assert.equal(beyond.statusCode, 416);
   assert.equal(beyond.headers["content-range"], `bytes */${root.length}`);
   const malformed = await app.inject({ method: "GET", url: "/root.img", headers: { range: "pages=1-2" } });
@@ -65,7 +69,14 @@ test("Range requests get 206 with the exact bytes, or 416 when unsatisfiable", a
 test("anything but the images and the manifest is 404; the backup only exists when given", async (t) => {
   const { app } = build();
   t.after(() => app.close());
-  for (const url of ["/backup.tar.gz", "/etc/passwd", "/root.img/", "/ROOT.IMG", "/images/../../root.img.bak", "/pxelinux.0"]) {
+  for (const url of [
+    "/backup.tar.gz",
+    "/etc/passwd",
+    "/root.img/",
+    "/ROOT.IMG",
+    "/images/../../root.img.bak",
+    "/pxelinux.0",
+  ]) {
     const response = await app.inject({ method: "GET", url });
     assert.equal(response.statusCode, 404, url);
   }
@@ -98,7 +109,13 @@ test("reports need the session token: 403 without it or with a wrong one, and no
   });
   t.after(() => app.close());
   for (const url of ["/progress", "/success", "/failure"]) {
-    for (const authorization of [undefined, "Bearer wrong", `Basic ${token}`, `Bearer ${token}x`, `bearer ${token}`]) {
+    for (const authorization of [
+      undefined,
+      "Bearer wrong",
+      `Basic ${token}`,
+      `Bearer ${token}x`,
+      `bearer ${token}`,
+    ]) {
       const response = await app.inject({
         method: "POST",
         url,
@@ -123,7 +140,12 @@ test("progress, success and failure reports with the token reach their handlers"
   t.after(() => app.close());
   const authorization = `Bearer ${token}`;
   const report = { step: "write", image: "root.img", bytesDone: 10, bytesTotal: 20 };
-  const sent = await app.inject({ method: "POST", url: "/progress", headers: { authorization }, payload: report });
+  const sent = await app.inject({
+    method: "POST",
+    url: "/progress",
+    headers: { authorization },
+    payload: report,
+  });
   assert.equal(sent.statusCode, 200);
   assert.deepEqual(progress, [report]);
   // busybox wget labels its body as a form; it is parsed as JSON all the same.
@@ -147,14 +169,29 @@ test("progress, success and failure reports with the token reach their handlers"
 
 test("malformed reports get 400 and reach no handler", async (t) => {
   const seen: unknown[] = [];
-  const { app } = build({ onProgress: (report) => seen.push(report), onFailure: (report) => seen.push(report) });
+  const { app } = build({
+    onProgress: (report) => seen.push(report),
+    onFailure: (report) => seen.push(report),
+  });
   t.after(() => app.close());
   const authorization = `Bearer ${token}`;
   const bad = [
     { url: "/progress", payload: "{not json", headers: { "content-type": "application/json" } },
-    { url: "/progress", payload: JSON.stringify({ message: "no step" }), headers: { "content-type": "application/json" } },
-    { url: "/progress", payload: JSON.stringify({ step: "x", bytesDone: -1 }), headers: { "content-type": "application/json" } },
-    { url: "/failure", payload: JSON.stringify({ step: "x" }), headers: { "content-type": "application/json" } },
+    {
+      url: "/progress",
+      payload: JSON.stringify({ message: "no step" }),
+      headers: { "content-type": "application/json" },
+    },
+    {
+      url: "/progress",
+      payload: JSON.stringify({ step: "x", bytesDone: -1 }),
+      headers: { "content-type": "application/json" },
+    },
+    {
+      url: "/failure",
+      payload: JSON.stringify({ step: "x" }),
+      headers: { "content-type": "application/json" },
+    },
     { url: "/progress", payload: "x".repeat(100_000), headers: { "content-type": "text/plain" } },
   ];
   for (const request of bad) {
@@ -164,7 +201,10 @@ test("malformed reports get 400 and reach no handler", async (t) => {
       payload: request.payload,
       headers: { ...request.headers, authorization },
     });
-    assert.ok([400, 413].includes(response.statusCode), `${request.url} ${request.payload.slice(0, 30)}: ${response.statusCode}`);
+    assert.ok(
+      [400, 413].includes(response.statusCode),
+      `${request.url} ${request.payload.slice(0, 30)}: ${response.statusCode}`,
+    );
   }
   assert.deepEqual(seen, []);
 });
