@@ -74,5 +74,7 @@ export function formatHumanLine(record: Record<string, unknown>): string {
 }
 
 function asText(value: unknown): string {
-  return typeof value === "object" && value !== null ? JSON.stringify(value) : String(value as string);
+  if (typeof value === "string") return value;
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") return value.toString();
+  return JSON.stringify(value) ?? "undefined";
 }
