@@ -72,6 +72,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       `--hostname ${JSON.stringify(options.hostname)}: want a host name (letters, digits and inner hyphens, at most 63)`,
     );
   }
+  const lockedMac = options.mac === undefined ? undefined : normaliseMac(options.mac);
   const network = chooseRecoveryNetwork(
     { interfaceName: options.interfaceName, recoverOctet: options.recoverOctet },
     options.interfaces,
@@ -103,7 +104,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   };
   try {
     const verdict = new Verdict();
-    let unitMac = options.mac?.toLowerCase();
+    let unitMac = lockedMac;
 
     const http = buildRecoveryHttp({
       files: imageFiles,
