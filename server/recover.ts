@@ -206,14 +206,29 @@ async function listenHttp(
   try {
     await app.listen({ host: address, port });
   } catch (error) {
+    throw listenError(error, `tcp ${address}:${port} (HTTP)`);
+  }
+}
+
+/** A failed bind: not root for a privileged port, or the port is taken. */
+export function listenError(error: unknown, what: string): Rtr7Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const message = `listen on ${what}: ${(error as Error).message}`;
+  return code === "EACCES"
+    ? new Rtr7Error("RTR7_ERR_NOT_ROOT", message, { cause: error })
+    : new Rtr7Error("RTR7_ERR_LISTEN", message, { cause: error });
+}
+
+/** aa:bb:cc:dd:ee:ff in lower case, from colon, dash or bare hex forms. */
+export function normaliseMac(text: string): string {
+  const hex = text.toLowerCase().replace(/[:-]/g, "");
+  if (!/^[0-9a-f]{12}$/.test(hex)) {
     throw new Rtr7Error(
-      "RTR7_ERR_LISTEN",
-      `listen on tcp ${address}:${port} (HTTP): ${(error as Error).message}`,
-      {
-        cause: error,
-      },
+      "RTR7_ERR_USAGE",
+      `--mac ${JSON.stringify(text)}: want a MAC address such as 52:54:00:12:34:56`,
     );
   }
+  return hex.replace(/(..)(?!$)/g, "$1:");
 }
 
 function unitFailure(report: FailureReport, peer: string): Rtr7Error {

@@ -18,11 +18,11 @@ export const firmwareFiles = {
 } as const;
 
 /** DHCP option 93 (RFC 4578) client system architectures we can boot. */
-export const clientArchitecture = { biosX86: 0, efiX8664: 7, efiBc: 9 } as const;
+export const clientArchitecture = { biosX86: 0, efiByteCode: 7, efiX8664: 9 } as const;
 
 export function bootFileFor(architecture: number): string | undefined {
   if (architecture === clientArchitecture.biosX86) return "pxelinux.0";
-  if (architecture === clientArchitecture.efiX8664 || architecture === clientArchitecture.efiBc) {
+  if (architecture === clientArchitecture.efiByteCode || architecture === clientArchitecture.efiX8664) {
     return "syslinux.efi";
   }
   return undefined;
