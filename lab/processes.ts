@@ -65,7 +65,7 @@ export function start(command: string, args: string[], options: { env?: NodeJS.P
   });
   if (child.pid === undefined) throw new Error(`could not start ${command}`);
   const lines: string[] = [];
-  const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  const waiters: { pattern: RegExp; resolve: (line: string) => void; fail: () => void }[] = [];
   let exitValue: number | string | undefined;
   const exitWaiters: ((value: number | string) => void)[] = [];
 
@@ -97,6 +97,11 @@ export function start(command: string, args: string[], options: { env?: NodeJS.P
     running.delete(handle);
     for (const waiter of exitWaiters.splice(0)) waiter(exitValue);
   });
+  // Output may still be in flight at "exit"; a line waiter gives up only once
+  // the streams are closed too.
+  child.on("close", () => {
+    for (const waiter of waiters.splice(0)) waiter.fail();
+  });
   child.on("error", () => undefined);
 
   const handle: Started = {
@@ -113,7 +118,16 @@ export function start(command: string, args: string[], options: { env?: NodeJS.P
             clearTimeout(timer);
             resolve(line);
           },
+          fail: () => {
+            clearTimeout(timer);
+            reject(
+              new Error(
+                `${command} exited (${String(exitValue)}) without a line matching ${String(pattern)}; output:\n${lines.slice(-40).join("\n")}`,
+              ),
+            );
+          },
         };
+        if (exitValue !== undefined && child.stdout?.readableEnded !== false) return waiter.fail();
         const timer = setTimeout(() => {
           waiters.splice(waiters.indexOf(waiter), 1);
           reject(

@@ -1,11 +1,13 @@
 // Which network interface faces the unit, and what the unit will be offered
-// on it. With no --interface, rtr7 picks the first interface that is up, is
+// on it. Interfaces are read from iproute2 (`ip -j addr`), not from
+// os.networkInterfaces(): libuv leaves out interfaces without carrier, and
+// the port facing a powered-off unit (or a tap before its VM starts) has
+// none, yet it is exactly the one rtr7 must serve on. With no --interface, rtr7 picks the first interface that is up, is
 // not loopback and has exactly one IPv4 address; anything else is an error
 // that names the candidates, because serving DHCP on the wrong LAN is worse
 // than not starting. The netmask comes from the interface (router7 assumed
 // /24).
-import os from "node:os";
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { Rtr7Error } from "../../lib/errors.js";
 
 export interface RecoveryNetwork {
@@ -31,20 +33,42 @@ export interface InterfaceWorld {
   isUp(name: string): boolean;
 }
 
-const IFF_UP = 0x1;
+interface IpAddrJson {
+  ifname: string;
+  flags?: string[];
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
 
-export const hostInterfaces: InterfaceWorld = {
-  list: () => os.networkInterfaces(),
-  isUp(name) {
+/** This machine's interfaces as iproute2 reports them. */
+export const hostInterfaces: InterfaceWorld = (() => {
+  const read = (): IpAddrJson[] => {
     try {
-      return (
-        (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, "utf8").trim(), 16) & IFF_UP) !== 0
-      );
-    } catch {
-      return false;
+      return JSON.parse(execFileSync("ip", ["-j", "addr", "show"], { encoding: "utf8" })) as IpAddrJson[];
+    } catch (error) {
+      throw new Rtr7Error("RTR7_ERR_TOOL_MISSING", `list network interfaces with ip -j addr: ${(error as Error).message}`, {
+        cause: error,
+        hint: "Install iproute2 (scripts/setup.sh does).",
+      });
     }
-  },
-};
+  };
+  return {
+    list() {
+      const interfaces: Record<string, InterfaceAddress[]> = {};
+      for (const link of read()) {
+        interfaces[link.ifname] = (link.addr_info ?? [])
+          .filter((entry) => entry.family === "inet")
+          .map((entry) => ({
+            family: "IPv4",
+            address: entry.local,
+            netmask: numberToIpv4(entry.prefixlen === 0 ? 0 : (~0 << (32 - entry.prefixlen)) >>> 0),
+            internal: (link.flags ?? []).includes("LOOPBACK"),
+          }));
+      }
+      return interfaces;
+    },
+    isUp: (name) => read().some((link) => link.ifname === name && (link.flags ?? []).includes("UP")),
+  };
+})();
 
 function ipv4Addresses(addresses: InterfaceAddress[] | undefined): InterfaceAddress[] {
   return (addresses ?? []).filter((entry) => entry.family === "IPv4" || entry.family === 4);

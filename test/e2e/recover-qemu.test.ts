@@ -141,11 +141,24 @@ test(
     assert.equal(code, 0, `rtr7 recover failed:\n${recover.output().slice(-4000)}`);
     checkSuccess(recover.output());
     const events = jsonEvents(recover.output());
+    const serial = events.filter((event) => event.subsystem === "serial");
+    const menu = serial.filter((event) => event.event === "boot-menu").map((event) => String(event.msg));
     assert.ok(
-      events.some(
-        (event) => event.subsystem === "serial" && /rtr7-smoke: reported success/.test(String(event.msg)),
+      menu.some((message) => /pressing/.test(message)),
+      `no menu key pressed: ${menu.join("; ")}`,
+    );
+    assert.ok(
+      menu.some((message) => /choosing .*iPXE/.test(message)),
+      `no network entry chosen: ${menu.join("; ")}`,
+    );
+    assert.ok(
+      serial.some(
+        (event) => event.event === "console" && /rtr7-smoke: recovery server/.test(String(event.msg)),
       ),
-      "the unit's console lines were not shown",
+      `the unit's console lines were not shown:\n${serial
+        .map((event) => String(event.msg))
+        .slice(-20)
+        .join("\n")}`,
     );
   },
 );
