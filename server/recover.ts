@@ -87,16 +87,6 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     hostname: options.hostname,
     token,
   });
-  log.info(
-    {
-      event: "start",
-      interface: network.interfaceName,
-      server: network.serverAddress,
-      unit: network.unitAddress,
-      hostname: options.hostname,
-    },
-    `serving recovery for ${options.hostname} on ${network.interfaceName} (${network.serverAddress}/${network.prefixLength}); the unit gets ${network.unitAddress}`,
-  );
 
   const closers: (() => Promise<unknown>)[] = [];
   const closeAll = async (): Promise<void> => {
@@ -145,6 +135,17 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     dhcp.on("ack", (event: { mac: string }) => {
       unitMac = event.mac;
     });
+
+    log.info(
+      {
+        event: "start",
+        interface: network.interfaceName,
+        server: network.serverAddress,
+        unit: network.unitAddress,
+        hostname: options.hostname,
+      },
+      `serving recovery for ${options.hostname} on ${network.interfaceName} (${network.serverAddress}/${network.prefixLength}); the unit gets ${network.unitAddress}`,
+    );
 
     if (options.serial) {
       const { watchConsole } = await import("./serial/watch.js");
@@ -294,7 +295,7 @@ class Verdict {
 
 function abortError(signal: AbortSignal | undefined): Error {
   const reason: unknown = signal?.reason;
-  return reason instanceof Error
+  return reason instanceof Rtr7Error
     ? reason
     : new Rtr7Error("RTR7_ERR_ABORTED", "recovery: stopped before the unit reported");
 }

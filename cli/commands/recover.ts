@@ -90,8 +90,12 @@ answered, so the LAN's own DHCP server is not disturbed.`;
     const { recover } = await import("../../server/recover.js");
     const { resolveRecoveryImages, newestKernel } = await import("../../server/recover-inputs.js");
     const { parseDuration } = await import("../../lib/duration.js");
+    const { Rtr7Error } = await import("../../lib/errors.js");
     const controller = new AbortController();
-    const stop = (): void => controller.abort();
+    const stop = (signal: NodeJS.Signals): void =>
+      controller.abort(
+        new Rtr7Error("RTR7_ERR_ABORTED", `recovery: stopped by ${signal} before the unit reported`),
+      );
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
     const summary = await recover({
