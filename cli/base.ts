@@ -1,8 +1,9 @@
 // What every rtr7 command shares: the --json and --verbose flags, the one
 // logger built from them, and the way errors reach the user: an Rtr7Error
 // prints as one plain line with its hint (a JSON line with --json), a stack
-// trace only with DEBUG set. This is the only place that sets the exit code.
-import { Command, Flags, type Interfaces } from "@oclif/core";
+// trace only with DEBUG set. Exit codes: 2 for usage errors (bad flags), 1 for
+// everything else. This is the only place that sets the exit code.
+import { Command, Errors, Flags, type Interfaces } from "@oclif/core";
 import { createLogger, type Logger } from "../lib/log.js";
 import { isRtr7Error } from "../lib/errors.js";
 
@@ -21,27 +22,35 @@ export abstract class Rtr7Command extends Command {
   }
 
   protected override async catch(error: Interfaces.CommandError): Promise<unknown> {
-    if (!isRtr7Error(error)) {
-      if ("oclif" in error || error.name === "CLIError") return super.catch(error);
-      if (process.env.DEBUG) console.error(error.stack);
-      process.stderr.write(`rtr7: ${error.message}\n  (run with DEBUG=1 for the stack trace)\n`);
-      process.exitCode = 1;
-      return;
+    if (error instanceof Errors.ExitError) return super.catch(error);
+    let code: string;
+    let message: string;
+    let hint: string;
+    if (isRtr7Error(error)) {
+      ({ code, message, hint } = error);
+    } else if (error instanceof Errors.CLIError || /^Parsing --/.test(error.message)) {
+      // oclif's own parse errors: unknown flags, missing or invalid values.
+      code = "RTR7_ERR_USAGE";
+      message = error.message
+        .split("\n")
+        .map((line) => line.trim())
+        .filter((line) => line !== "" && !/^(See more help|The following error occurred)/.test(line))
+        .join(": ");
+      hint = `Run \`rtr7 ${this.id ?? ""} --help\` to see its flags and examples.`.replace("  ", " ");
+    } else {
+      code = "RTR7_ERR_INTERNAL";
+      message = error.message;
+      hint = "This is a bug in rtr7: run again with DEBUG=1 and report the stack trace.";
     }
-    if (this.jsonOutput) {
+    if (this.jsonOutput || this.argv.includes("--json")) {
       process.stdout.write(
-        JSON.stringify({
-          level: "error",
-          event: "error",
-          code: error.code,
-          msg: error.message,
-          hint: error.hint,
-        }) + "\n",
+        JSON.stringify({ level: "error", event: "error", code, msg: message, hint }) + "\n",
       );
     } else {
-      process.stderr.write(`rtr7: ${error.message}\n  hint: ${error.hint}\n`);
+      process.stderr.write(`rtr7: ${message}\n  hint: ${hint}\n`);
     }
     if (process.env.DEBUG) console.error(error.stack);
-    process.exitCode = 1;
+    process.exitCode = code === "RTR7_ERR_USAGE" ? 2 : 1;
+    return undefined;
   }
 }

@@ -7,6 +7,7 @@
 export const errorCatalogue = {
   // Set-up and arguments
   RTR7_ERR_USAGE: "Run the command with --help to see its flags and examples.",
+  RTR7_ERR_INTERNAL: "This is a bug in rtr7: run again with DEBUG=1 and report the stack trace.",
   RTR7_ERR_FILE_MISSING: "Check the path; image flags take files, --image-dir takes a directory.",
   RTR7_ERR_NOT_ROOT: "Run as root (sudo): serving DHCP and TFTP needs privileged ports.",
   RTR7_ERR_TOOL_MISSING: "Run scripts/setup.sh, which installs the Debian packages rtr7 needs.",

@@ -1,0 +1,54 @@
+// The rtr7 command as a user meets it: help with examples for every command,
+// usage errors as one line with a hint and exit code 2, and JSON errors with
+// a stable code under --json.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { cliEntry } from "../helpers/paths.js";
+
+function rtr7(...args: string[]) {
+  const result = spawnSync(process.execPath, [cliEntry, ...args], { encoding: "utf8", timeout: 30_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+test("rtr7 --help lists the commands, and each command's help has examples", () => {
+  const top = rtr7("--help");
+  assert.equal(top.code, 0);
+  for (const command of ["recover", "reset", "console"]) {
+    assert.match(top.stdout, new RegExp(`^\\s+${command}\\s`, "m"));
+    const help = rtr7(command, "--help");
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /EXAMPLES/);
+    assert.match(help.stdout, /--json/);
+  }
+});
+
+test("usage errors print one line with a hint and exit 2", () => {
+  const missing = rtr7("recover", "--initrd", "/nonexistent/initrd", "--hostname", "x");
+  assert.equal(missing.code, 2);
+  assert.match(
+    missing.stderr,
+    /^rtr7: Parsing --initrd: No file found at \/nonexistent\/initrd\n {2}hint: Run `rtr7 recover --help`/,
+  );
+  const unknown = rtr7("recover", "--bogus", "--json");
+  assert.equal(unknown.code, 2);
+  const event = JSON.parse(unknown.stdout.trim()) as { code: string; msg: string; hint: string };
+  assert.equal(event.code, "RTR7_ERR_USAGE");
+  assert.match(event.msg, /--bogus/);
+});
+
+test("an rtr7 error keeps its catalogue code and exits 1", () => {
+  const result = rtr7(
+    "recover",
+    "--hostname=unit",
+    "--initrd=/etc/hostname",
+    "--mbr=/etc/hostname",
+    "--boot=/etc/hostname",
+    "--root=/etc/hostname",
+    "--interface=no-such-interface0",
+    "--json",
+  );
+  assert.equal(result.code, 1);
+  const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string };
+  assert.equal(event.code, "RTR7_ERR_INTERFACE_NOT_FOUND");
+});
