@@ -75,6 +75,7 @@ export function formatHumanLine(record: Record<string, unknown>): string {
 
 function asText(value: unknown): string {
   if (typeof value === "string") return value;
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") return value.toString();
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint")
+    return value.toString();
   return JSON.stringify(value) ?? "undefined";
 }

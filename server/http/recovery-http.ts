@@ -61,12 +61,10 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
         { peer: request.ip, event: "report-rejected", url: request.url },
         "report with a wrong or missing token",
       );
-      await reply
-        .code(403)
-        .send({
-          error: "forbidden",
-          message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)",
-        });
+      await reply.code(403).send({
+        error: "forbidden",
+        message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)",
+      });
     }
   };
 

@@ -45,10 +45,14 @@ export const hostInterfaces: InterfaceWorld = (() => {
     try {
       return JSON.parse(execFileSync("ip", ["-j", "addr", "show"], { encoding: "utf8" })) as IpAddrJson[];
     } catch (error) {
-      throw new Rtr7Error("RTR7_ERR_TOOL_MISSING", `list network interfaces with ip -j addr: ${(error as Error).message}`, {
-        cause: error,
-        hint: "Install iproute2 (scripts/setup.sh does).",
-      });
+      throw new Rtr7Error(
+        "RTR7_ERR_TOOL_MISSING",
+        `list network interfaces with ip -j addr: ${(error as Error).message}`,
+        {
+          cause: error,
+          hint: "Install iproute2 (scripts/setup.sh does).",
+        },
+      );
     }
   };
   return {
