@@ -9,8 +9,7 @@ import assert from "node:assert/strict";
 import { truncate, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { namespacesFor, requireRootAndTools } from "../helpers/netns.js";
-import { cliEntry } from "../helpers/paths.js";
-import { fakeImages, jsonEvents, scratchDir } from "../helpers/scratch.js";
+import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
 import { buildSmokeInitramfs, modulesDirFor } from "../../lab/smoke-initramfs.js";
 import { hangingBootSector, qemuUnitArgs } from "../../lab/qemu.js";
 import { newestKernel } from "../../server/recover-inputs.js";
@@ -34,21 +33,15 @@ async function prepare(t: Parameters<typeof requireRootAndTools>[0], tools: stri
   await truncate(disk, 0).catch(() => undefined);
   await writeFile(disk, "");
   await truncate(disk, 64 * 1024 * 1024);
-  const recoverArgs = [
-    cliEntry,
-    "recover",
-    "--interface=tap0",
-    "--hostname=qemu-unit",
-    `--mbr=${images.mbr}`,
-    `--boot=${images.boot}`,
-    `--root=${images.root}`,
-    `--kernel=${kernel}`,
-    `--initrd=${initrd}`,
-    "--no-reset",
-    `--timeout=${bootTimeoutMs / 1000 - 30}s`,
-    "--json",
-  ];
-  return { work, lab, disk, recoverArgs };
+  const args = recoverArgs({
+    interfaceName: "tap0",
+    hostname: "qemu-unit",
+    images,
+    kernel,
+    initrd,
+    extra: [`--timeout=${bootTimeoutMs / 1000 - 30}s`, "--json"],
+  });
+  return { work, lab, disk, recoverArgs: args };
 }
 
 function checkSuccess(output: string): void {

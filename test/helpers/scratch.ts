@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { cliEntry } from "./paths.js";
 import type { TestContext } from "node:test";
 
 export async function scratchDir(t: TestContext, label: string): Promise<string> {
@@ -30,4 +31,29 @@ export function jsonEvents(output: string): Record<string, unknown>[] {
     .split("\n")
     .filter((line) => line.startsWith("{"))
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+/** The argv of `node bin/run.js recover ...` for a test run with the given images. */
+export function recoverArgs(options: {
+  interfaceName: string;
+  hostname: string;
+  images: { mbr: string; boot: string; root: string };
+  kernel?: string;
+  initrd?: string;
+  extra?: string[];
+}): string[] {
+  return [
+    cliEntry,
+    "recover",
+    `--interface=${options.interfaceName}`,
+    `--hostname=${options.hostname}`,
+    `--mbr=${options.images.mbr}`,
+    `--boot=${options.images.boot}`,
+    `--root=${options.images.root}`,
+    // Tests that never boot a kernel serve stand-in files as kernel and initrd.
+    `--kernel=${options.kernel ?? options.images.root}`,
+    `--initrd=${options.initrd ?? options.images.boot}`,
+    "--no-reset",
+    ...(options.extra ?? []),
+  ];
 }

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { joinWithVeth, namespacesFor, requireRootAndTools } from "../helpers/netns.js";
-import { cliEntry, repoPath } from "../helpers/paths.js";
-import { fakeImages, scratchDir } from "../helpers/scratch.js";
+import { repoPath } from "../helpers/paths.js";
+import { fakeImages, recoverArgs, scratchDir } from "../helpers/scratch.js";
 
 const goodMac = "02:00:00:00:00:42";
 
@@ -26,21 +26,15 @@ test(
       cidr: "10.78.0.9/24",
     });
     await client.exec("ip", ["route", "add", "default", "dev", "eth0"]);
-    const recover = server.start(process.execPath, [
-      cliEntry,
-      "recover",
-      "--interface=lan0",
-      "--hostname=fuzz",
-      `--mbr=${images.mbr}`,
-      `--boot=${images.boot}`,
-      `--root=${images.root}`,
-      `--kernel=${images.root}`,
-      `--initrd=${images.boot}`,
-      `--mac=${goodMac}`,
-      "--no-reset",
-      "--json",
-      "--verbose",
-    ]);
+    const recover = server.start(
+      process.execPath,
+      recoverArgs({
+        interfaceName: "lan0",
+        hostname: "fuzz",
+        images,
+        extra: [`--mac=${goodMac}`, "--json", "--verbose"],
+      }),
+    );
     await recover.waitForLine(/"event":"start"/, 30_000);
     await new Promise((resolve) => setTimeout(resolve, 1000));
 

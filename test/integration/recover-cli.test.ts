@@ -6,8 +6,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, rm } from "node:fs/promises";
 import { joinWithVeth, namespacesFor, requireRootAndTools, type Netns } from "../helpers/netns.js";
-import { cliEntry } from "../helpers/paths.js";
-import { fakeImages, jsonEvents, scratchDir } from "../helpers/scratch.js";
+import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
 
 const server = "10.79.0.254";
 const base = `http://${server}:7773`;
@@ -25,20 +24,15 @@ async function startRecover(
     device: "eth0",
     cidr: "10.79.0.1/24",
   });
-  const recover = serverNs.start(process.execPath, [
-    cliEntry,
-    "recover",
-    "--interface=lan0",
-    "--hostname=cli-unit",
-    `--mbr=${images.mbr}`,
-    `--boot=${images.boot}`,
-    `--root=${images.root}`,
-    `--kernel=${images.root}`,
-    `--initrd=${images.boot}`,
-    "--no-reset",
-    ...(json ? ["--json"] : []),
-    ...(options.extra ?? []),
-  ]);
+  const recover = serverNs.start(
+    process.execPath,
+    recoverArgs({
+      interfaceName: "lan0",
+      hostname: "cli-unit",
+      images,
+      extra: [...(json ? ["--json"] : []), ...(options.extra ?? [])],
+    }),
+  );
   await recover.waitForLine(json ? /"event":"start"/ : /serving recovery/, 30_000);
   if (options.token === false) return { recover, unitNs, images, token: "" };
   const config = (await unitNs.exec("curl", ["-sS", `tftp://${server}/pxelinux.cfg/default`])).stdout;
