@@ -35,8 +35,6 @@ export function silentLogger(): Logger {
   return pino({ level: "silent" });
 }
 
-const hiddenFields = new Set(["level", "time", "msg", "subsystem", "peer", "pid", "hostname", "event"]);
-
 /** Renders pino's JSON lines as `HH:MM:SS [subsystem] peer message key=value`. */
 class HumanLines {
   constructor(private readonly output: { write(line: string): unknown }) {}
@@ -61,16 +59,20 @@ export function formatHumanLine(record: Record<string, unknown>): string {
   if (record.level === "error" || record.level === "fatal") parts.push("error:");
   if (record.peer !== undefined) parts.push(asText(record.peer));
   if (typeof record.msg === "string") parts.push(record.msg);
-  for (const [key, value] of Object.entries(record)) {
-    if (hiddenFields.has(key) || value === undefined) continue;
-    if (key === "err" && typeof value === "object" && value !== null) {
-      const message = (value as { message?: unknown }).message;
-      parts.push(`(${String(message)})`);
-      continue;
-    }
-    parts.push(`${key}=${asText(value)}`);
-  }
+  // Messages are written as whole sentences; the structured fields are for
+  // --json. Only a wrapped error's own message is worth adding here.
+  const error = record.err as { message?: unknown } | undefined;
+  if (error && typeof error === "object" && error.message !== undefined)
+    parts.push(`(${asText(error.message)})`);
   return parts.filter((part) => part !== "").join(" ");
+}
+
+/** 512 B, 41.4 KiB, 7.9 MiB: byte counts for people. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 }
 
 function asText(value: unknown): string {

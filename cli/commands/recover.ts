@@ -129,11 +129,11 @@ answered, so the LAN's own DHCP server is not disturbed.`;
     });
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
+    const { formatBytes } = await import("../../lib/log.js");
     const seconds = (summary.durationMs / 1000).toFixed(1);
-    const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
     log.info(
       { event: "success", ...summary },
-      `recovered ${summary.hostname} (${summary.unitMac ?? "unknown MAC"}, ${summary.unitAddress}) in ${seconds} s; served ${mib(summary.bytesServed.http)} over HTTP, ${mib(summary.bytesServed.tftp)} over TFTP`,
+      `recovered ${summary.hostname} (${summary.unitMac ?? "unknown MAC"}, ${summary.unitAddress}) in ${seconds} s; served ${formatBytes(summary.bytesServed.http)} over HTTP and ${formatBytes(summary.bytesServed.tftp)} over TFTP`,
     );
   }
 }

@@ -8,7 +8,7 @@
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import parseRange from "range-parser";
-import type { Logger } from "../../lib/log.js";
+import { formatBytes, type Logger } from "../../lib/log.js";
 import { sendFileRange } from "./send-file.js";
 import type { FileMap, ServedFile } from "../../lib/served-files.js";
 import type { Manifest } from "../../lib/wire/manifest.js";
@@ -135,17 +135,19 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     void reply.header("content-length", length);
     if (range) void reply.code(206).header("content-range", `bytes ${range.start}-${range.end}/${file.size}`);
     if (request.method === "HEAD") return reply.send();
+    // The peer, read now: once the response has ended the socket may be gone.
+    const peer = request.ip;
     const sent = (): void => {
       bytesServed += length;
       log.info(
         {
-          peer: request.ip,
+          peer,
           event: "http-sent",
           file: file.name,
           bytes: length,
           ...(range ? { range: header } : {}),
         },
-        `sent ${file.name}${range ? ` (${header})` : ""}`,
+        `sent ${file.name} (${formatBytes(length)}${range ? `, ${header}` : ""})`,
       );
     };
     // An empty file has no range to read; send an empty body directly.
@@ -165,12 +167,12 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
         if (bytes === length) sent();
         else
           log.info(
-            { peer: request.ip, file: file.name, bytes },
-            `${file.name}: client went away after ${bytes} bytes`,
+            { peer, file: file.name, bytes },
+            `${file.name}: the client went away after ${formatBytes(bytes)}`,
           );
       },
       (error: Error) => {
-        log.warn({ peer: request.ip, file: file.name, err: error }, `sending ${file.name} failed`);
+        log.warn({ peer, file: file.name, err: error }, `sending ${file.name} failed`);
         reply.raw.destroy(error);
       },
     );
