@@ -3,13 +3,15 @@
 // previous contents (the write callback). Why not fs.createReadStream: it
 // allocates a fresh buffer for every chunk, and faulting in that new memory
 // cost more than the copy itself: downloads ran at 0.58x of nginx (which
-// uses sendfile). With 8 reused 256 KiB buffers the same download measured
-// faster than nginx on loopback (npm run bench prints the ratio).
+// uses sendfile). With a few reused buffers the same download runs at about
+// nginx's speed on loopback (0.9x-1.1x here; npm run bench prints the ratio).
+// Ring shapes from 8 x 256 KiB to 4 x 2 MiB measured alike within the noise;
+// 4 x 1 MiB keeps the syscalls few and 4 MiB per transfer.
 import type { ServerResponse } from "node:http";
 import { open } from "node:fs/promises";
 
-const bufferSize = 256 * 1024;
-const ringLength = 8;
+const bufferSize = 1024 * 1024;
+const ringLength = 4;
 
 /** Writes bytes start..end (inclusive) of path; resolves with the bytes written. */
 export async function sendFileRange(

@@ -60,7 +60,7 @@ http {
       `GET ${sizeMiB} MiB image`,
       { name: "rtr7", run: curl(ourPort) },
       { name: "nginx", run: curl(nginxPort) },
-      5,
+      9,
     );
     printComparisons("HTTP image download over loopback (curl)", "nginx", [result], sizeMiB * 1024 * 1024);
   } finally {

@@ -215,7 +215,7 @@ test("disk files are sent whole and by range, byte-exact, through the buffer rin
   const { fileFromDisk } = await import("../../lib/served-files.js");
   const dir = await mkdtemp(`${tmpdir()}/rtr7-http-`);
   t.after(() => rm(dir, { recursive: true, force: true }));
-  // Larger than the ring (8 × 256 KiB) and not a multiple of its buffers.
+  // Larger than the ring (4 × 1 MiB) and not a multiple of its buffers.
   const big = randomBytes(5 * 1024 * 1024 + 12_345);
   await writeFile(`${dir}/root.img`, big);
   const { app } = buildRecoveryHttp({
