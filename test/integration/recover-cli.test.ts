@@ -1,12 +1,14 @@
 // `rtr7 recover` as a user runs it, in a network namespace, with curl as the
 // unit: HTTP Range, HEAD, 404 and 403 over a real socket; how a run ends
 // (the unit's success with a summary, its failure with its message, the
-// timeout, a signal), each with the right exit code and every port freed.
+// timeout, a signal, a kernel panic on the serial console), each with the
+// right exit code and every port freed.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { readFile, rm } from "node:fs/promises";
+import { open, readFile, rm } from "node:fs/promises";
 import { joinWithVeth, namespacesFor, requireRootAndTools, type Netns } from "../helpers/netns.js";
 import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
+import { start } from "../helpers/processes.js";
 
 const server = "10.79.0.254";
 const base = `http://${server}:7773`;
@@ -172,3 +174,36 @@ test("a signal ends the run non-zero with every server closed", { timeout: 90_00
   const refused = await unitNs.exec("sh", ["-c", `curl -s -m 2 ${base}/manifest.json || echo refused`]);
   assert.match(refused.stdout, /refused/);
 });
+
+test(
+  "a kernel panic on the serial console ends the run as a failed recovery",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!(await requireRootAndTools(t, ["curl", "socat"]))) return;
+    const work = await scratchDir(t, "panic");
+    const ours = `${work}/console`;
+    const unitSide = `${work}/unit`;
+    const bridge = start("socat", [
+      "-d",
+      "-d",
+      `pty,raw,echo=0,link=${ours}`,
+      `pty,raw,echo=0,link=${unitSide}`,
+    ]);
+    t.after(() => bridge.stop());
+    await bridge.waitForLine(/starting data transfer loop/, 10_000);
+    const { recover } = await startRecover(t, {
+      extra: [`--serial=${ours}`, `--serial-log=${work}/console.log`],
+    });
+    await recover.waitForLine(/"event":"open"/, 10_000);
+    const unit = await open(unitSide, "w");
+    await unit.write(
+      "[    2.345678] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\r\n",
+    );
+    await unit.close();
+    assert.equal(await recover.exited(20_000), 1, recover.output());
+    const error = jsonEvents(recover.output()).find((event) => event.event === "error");
+    assert.equal(error?.code, "RTR7_ERR_KERNEL_PANIC");
+    assert.match(String(error?.msg), /Unable to mount root fs/);
+    assert.match(await readFile(`${work}/console.log`, "utf8"), /Kernel panic - not syncing/);
+  },
+);
