@@ -33,6 +33,11 @@ export const errorCatalogue = {
   RTR7_ERR_ABORTED: "Nothing to fix: the run was stopped (Ctrl-C or a signal) before it finished.",
   RTR7_ERR_KERNEL_PANIC: "The unit's kernel panicked: read the console log; check --kernel and --initrd.",
 
+  // Images on the unit
+  RTR7_ERR_IMAGE_FETCH: "Check that rtr7 recover still runs and serves the image (its log shows each request).",
+  RTR7_ERR_IMAGE_VERIFY: "Rebuild or re-copy the images so they match their manifest; if the read-back differs, replace the unit's disk.",
+  RTR7_ERR_IMAGE_TOO_LARGE: "Build a smaller image: the partition layout is fixed (boot 100 MiB, root 500 MiB).",
+
   // Hardware
   RTR7_ERR_REBOOTOR_OPEN:
     'Allow access to the Teensy rebootor with a udev rule in /etc/udev/rules.d/70-rtr7-rebootor.rules: SUBSYSTEM=="hidraw", ATTRS{idVendor}=="16c0", ATTRS{idProduct}=="0477", MODE="0660", GROUP="plugdev" (then `udevadm control --reload` and replug it, and be in group plugdev); or run as root.',
@@ -44,6 +49,20 @@ export const errorCatalogue = {
     "Check the --serial path and that no other program (screen, minicom) holds it; you may need to be in the dialout group.",
   RTR7_ERR_BOOT_MENU:
     "Watch the console (rtr7 console --serial PATH) and check --boot-menu matches the unit's firmware.",
+
+  // Target disk (recovery-init)
+  RTR7_ERR_DISK_NONE:
+    "Check that the unit's disk is attached and detected (the message lists every block device seen and why it was skipped); name it with rtr7.disk=NAME on the kernel command line if it was skipped wrongly.",
+  RTR7_ERR_DISK_AMBIGUOUS:
+    "Name the disk to erase with rtr7.disk=NAME (for example rtr7.disk=sda) on the unit's kernel command line.",
+  RTR7_ERR_DISK_NOT_FOUND:
+    "Check the name given with rtr7.disk= against the unit's /sys/block (sda, vda, nvme0n1, mmcblk0).",
+  RTR7_ERR_DISK_UNSUITABLE:
+    "Name a whole, writable disk with rtr7.disk= (sda, not sda1; not a read-only or write-protected device).",
+  RTR7_ERR_DISK_TOO_SMALL:
+    "Use a disk of at least the size named in the message: boot, two root slots and /perm need about 1.2 GiB.",
+  RTR7_ERR_DISK_PARTITION_TABLE:
+    "The disk's first sector holds no valid MBR partition table: recover the unit again to rewrite it.",
 } as const satisfies Record<string, string>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

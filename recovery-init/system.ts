@@ -1,0 +1,155 @@
+// The unit's operating system as recovery-init uses it, through busybox (the
+// initramfs has no util-linux): mounting, loading modules, bringing the NIC
+// up with DHCP, dropping caches, making /perm's file system, rebooting. One
+// interface, so the recovery steps can run against a stand-in in tests.
+import { execFile } from "node:child_process";
+import { readFile, readdir, writeFile, chmod, mkdir } from "node:fs/promises";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
+
+export interface Lease {
+  interfaceName: string;
+  mac: string;
+  address: string;
+  prefixLength: number;
+}
+
+export interface UnitSystem {
+  mountEssentials(): Promise<void>;
+  /** Loads modules in order; returns the ones that failed (with why). */
+  loadModules(paths: string[]): Promise<string[]>;
+  /** First NIC, up, with a DHCP lease. */
+  bringUpNetwork(timeoutMs: number): Promise<Lease>;
+  /** Makes the kernel reread a disk's partition table. */
+  rereadPartitions(disk: string): Promise<void>;
+  dropCaches(): Promise<void>;
+  mount(device: string, directory: string, type: string): Promise<void>;
+  unmount(directory: string): Promise<void>;
+  makeExt4(device: string, label: string): Promise<void>;
+  sync(): Promise<void>;
+  reboot(): Promise<void>;
+  cmdline(): Promise<string>;
+}
+
+const busyboxPath = "/bin/busybox";
+
+async function busybox(applet: string, args: string[], timeoutMs = 60_000): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync(busyboxPath, [applet, ...args], {
+      timeout: timeoutMs,
+      encoding: "utf8",
+    });
+    return stdout;
+  } catch (error) {
+    const failed = error as { stderr?: string; message: string };
+    throw new Error(`${applet} ${args.join(" ")}: ${failed.stderr?.trim() || failed.message}`, {
+      cause: error,
+    });
+  }
+}
+
+const dhcpScript = `#!/bin/busybox sh
+case "$1" in
+  bound|renew)
+    /bin/busybox ifconfig "$interface" "$ip" netmask "\${subnet:-255.255.255.0}" up
+    echo "$ip \${subnet:-255.255.255.0}" > /tmp/rtr7-lease
+    ;;
+esac
+exit 0
+`;
+
+function prefixLength(netmask: string): number {
+  return netmask
+    .split(".")
+    .map((part) => Number(part).toString(2).replaceAll("0", "").length)
+    .reduce((sum, bits) => sum + bits, 0);
+}
+
+export const busyboxSystem: UnitSystem = {
+  async mountEssentials() {
+    for (const [type, directory] of [
+      ["proc", "/proc"],
+      ["sysfs", "/sys"],
+      ["devtmpfs", "/dev"],
+      ["tmpfs", "/tmp"],
+    ] as const) {
+      await mkdir(directory, { recursive: true });
+      await busybox("mount", ["-t", type, type, directory]).catch((error: Error) => {
+        // devtmpfs may already be mounted by the kernel (CONFIG_DEVTMPFS_MOUNT).
+        if (!/busy/i.test(error.message)) throw error;
+      });
+    }
+  },
+
+  async loadModules(paths) {
+    const failed: string[] = [];
+    for (const path of paths) {
+      await busybox("insmod", [path]).catch((error: Error) => {
+        if (!/exists/i.test(error.message)) failed.push(`${path}: ${error.message}`);
+      });
+    }
+    return failed;
+  },
+
+  async bringUpNetwork(timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    let nic: string | undefined;
+    while (nic === undefined && Date.now() < deadline) {
+      nic = (await readdir("/sys/class/net")).sort().find((name) => name !== "lo" && !name.startsWith("sit"));
+      if (nic === undefined) await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    if (nic === undefined) throw new Error(`no network interface appeared within ${timeoutMs / 1000} s`);
+    await busybox("ip", ["link", "set", nic, "up"]);
+    await writeFile("/tmp/rtr7-udhcpc", dhcpScript);
+    await chmod("/tmp/rtr7-udhcpc", 0o755);
+    const tries = Math.max(3, Math.ceil((deadline - Date.now()) / 2000));
+    await busybox(
+      "udhcpc",
+      ["-i", nic, "-n", "-q", "-f", "-t", String(tries), "-T", "2", "-s", "/tmp/rtr7-udhcpc"],
+      timeoutMs + 5000,
+    );
+    const [address = "", netmask = "255.255.255.0"] = (await readFile("/tmp/rtr7-lease", "utf8"))
+      .trim()
+      .split(" ");
+    const mac = (await readFile(`/sys/class/net/${nic}/address`, "utf8")).trim();
+    return { interfaceName: nic, mac, address, prefixLength: prefixLength(netmask) };
+  },
+
+  async rereadPartitions(disk) {
+    await busybox("blockdev", ["--rereadpt", disk]);
+  },
+
+  async dropCaches() {
+    await busybox("sync", []);
+    await writeFile("/proc/sys/vm/drop_caches", "3");
+  },
+
+  async mount(device, directory, type) {
+    await mkdir(directory, { recursive: true });
+    await busybox("mount", ["-t", type, device, directory]);
+  },
+
+  async unmount(directory) {
+    await busybox("umount", [directory]);
+  },
+
+  async makeExt4(device, label) {
+    try {
+      await execFileAsync("/sbin/mke2fs", ["-q", "-t", "ext4", "-L", label, device], { timeout: 300_000 });
+    } catch (error) {
+      const failed = error as { stderr?: string; message: string };
+      throw new Error(`mke2fs ${device}: ${failed.stderr?.trim() || failed.message}`, { cause: error });
+    }
+  },
+
+  async sync() {
+    await busybox("sync", []);
+  },
+
+  async reboot() {
+    await busybox("reboot", ["-f"]);
+  },
+
+  cmdline: () => readFile("/proc/cmdline", "utf8"),
+};
