@@ -102,7 +102,10 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       token,
       log,
       onProgress: (report, peer) => {
-        log.info(
+        // Step changes are events worth a line; byte counts while an image
+        // is written go to onProgress (a progress bar, or JSON lines).
+        const level = report.message === undefined && report.bytesDone !== undefined ? "debug" : "info";
+        log[level](
           { subsystem: "unit", peer, event: "progress", ...report },
           report.message ?? `${report.step}${report.image ? ` ${report.image}` : ""}`,
         );

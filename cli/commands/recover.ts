@@ -98,6 +98,8 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       );
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
+    const { progressView } = await import("../progress.js");
+    const progress = await progressView({ json: flags.json, log, terminal: process.stdout.isTTY === true });
     const summary = await recover({
       images: resolveRecoveryImages({
         imageDir: flags["image-dir"],
@@ -126,7 +128,8 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       timeoutMs: flags.timeout === undefined ? undefined : parseDuration(flags.timeout, "--timeout"),
       log,
       signal: controller.signal,
-    });
+      onProgress: (report) => progress.update(report),
+    }).finally(() => progress.stop());
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
     const { formatBytes } = await import("../../lib/log.js");
