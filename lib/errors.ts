@@ -33,10 +33,27 @@ export const errorCatalogue = {
   RTR7_ERR_ABORTED: "Nothing to fix: the run was stopped (Ctrl-C or a signal) before it finished.",
   RTR7_ERR_KERNEL_PANIC: "The unit's kernel panicked: read the console log; check --kernel and --initrd.",
 
+  // Backup restore (recovery-init)
+  RTR7_ERR_BACKUP_REJECTED:
+    "The backup holds an entry rtr7 will not restore (a link, device, unsafe name or over a limit); the target was left as it was: list it with `tar tvzf backup.tar.gz` and make a new backup of /perm.",
+  RTR7_ERR_BACKUP_CORRUPT:
+    "The backup is not a complete gzip tar: check it with `tar tzf backup.tar.gz` and download it again, or make a new one.",
+  RTR7_ERR_BACKUP_WRITE:
+    "Writing into the target failed: check that it is mounted read-write and has room (`df -h /perm`), then run the recovery again.",
+
   // Images on the unit
-  RTR7_ERR_IMAGE_FETCH: "Check that rtr7 recover still runs and serves the image (its log shows each request).",
-  RTR7_ERR_IMAGE_VERIFY: "Rebuild or re-copy the images so they match their manifest; if the read-back differs, replace the unit's disk.",
-  RTR7_ERR_IMAGE_TOO_LARGE: "Build a smaller image: the partition layout is fixed (boot 100 MiB, root 500 MiB).",
+  RTR7_ERR_IMAGE_FETCH:
+    "Check that rtr7 recover still runs and serves the image (its log shows each request).",
+  RTR7_ERR_IMAGE_VERIFY:
+    "Rebuild or re-copy the images so they match their manifest; if the read-back differs, replace the unit's disk.",
+  RTR7_ERR_IMAGE_TOO_LARGE:
+    "Build a smaller image: the partition layout is fixed (boot 100 MiB, root 500 MiB).",
+
+  // Recovery initramfs (built on the workstation)
+  RTR7_ERR_KERNEL_MODULES:
+    "Use a kernel whose /lib/modules/<release> holds uncompressed .ko files for virtio_blk, e1000 and ext4 (Debian's linux-image-amd64 does), or name that directory explicitly.",
+  RTR7_ERR_INITRAMFS_BUILD:
+    "Read the cause in the message (a bundling error, a library ldd cannot find, an unwritable cache directory), fix it and build again.",
 
   // Hardware
   RTR7_ERR_REBOOTOR_OPEN:
