@@ -80,7 +80,7 @@ export async function writeImage(options: WriteImageOptions): Promise<void> {
     }
   };
   try {
-    for await (const chunk of chunks(response.body as unknown as AsyncIterable<Uint8Array>)) {
+    for await (const chunk of chunks(response.body)) {
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       if (received + bytes.length > expected.size) {
         throw new Rtr7Error(

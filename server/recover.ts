@@ -7,7 +7,7 @@
 // server and device opened here is closed before this returns.
 import { randomBytes } from "node:crypto";
 import { Rtr7Error } from "../lib/errors.js";
-import type { Logger } from "../lib/log.js";
+import { formatBytes, type Logger } from "../lib/log.js";
 import { FileMap, fileFromDisk } from "../lib/served-files.js";
 import { sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
 import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
@@ -29,7 +29,8 @@ export interface RecoverOptions {
   images: RecoveryImages;
   hostname: string;
   kernel: string;
-  initrd: string;
+  /** The initramfs pxelinux boots; default: rtr7's recovery initramfs for the kernel, built once and cached. */
+  initrd?: string;
   interfaceName?: string;
   recoverOctet: number;
   /** Serve only this MAC (locked from the start). */
@@ -79,9 +80,10 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   );
   const token = options.token ?? randomBytes(16).toString("hex");
   const { imageFiles, manifest } = await prepareImages(options.images, options.hostname, log);
+  const initrd = options.initrd ?? (await defaultInitrd(options.kernel, log));
   const bootFiles = await pxeBootFiles({
     kernel: options.kernel,
-    initrd: options.initrd,
+    initrd,
     serverAddress: network.serverAddress,
     httpPort: options.ports.http,
     hostname: options.hostname,
@@ -178,6 +180,20 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   } finally {
     await closeAll();
   }
+}
+
+/** rtr7's own recovery initramfs for this kernel, from the cache when its inputs are unchanged. */
+async function defaultInitrd(kernel: string, log: Logger): Promise<string> {
+  const { buildRecoveryInitramfs } = await import("../recovery-init/initramfs/builder.js");
+  const started = Date.now();
+  const built = await buildRecoveryInitramfs({ kernel, log });
+  log.info(
+    { event: "initramfs", path: built.path, cached: built.cached, bytes: built.bytes },
+    built.cached
+      ? `recovery initramfs from the cache (${formatBytes(built.bytes)})`
+      : `built the recovery initramfs in ${((Date.now() - started) / 1000).toFixed(1)} s (${formatBytes(built.bytes)})`,
+  );
+  return built.path;
 }
 
 async function prepareImages(

@@ -13,18 +13,18 @@ answered, so the LAN's own DHCP server is not disturbed.`;
   static override examples = [
     {
       description: "Recover router7 from a build directory, resetting it with the rebootor:",
-      command: "<%= config.bin %> recover --hostname router7 --image-dir ./build --initrd recovery.img",
+      command: "<%= config.bin %> recover --hostname router7 --image-dir ./build",
     },
     {
       description: "Name each image, keep /perm's backup, and choose the interface:",
       command:
-        "<%= config.bin %> recover --hostname router7 --mbr mbr.img --boot boot.img --root root.img --backup backup.tar.gz --interface enp3s0 --initrd recovery.img",
+        "<%= config.bin %> recover --hostname router7 --mbr mbr.img --boot boot.img --root root.img --backup backup.tar.gz --interface enp3s0",
     },
     {
       description:
         "No rebootor: boot the unit from the network through its SeaBIOS menu on a serial console:",
       command:
-        "<%= config.bin %> recover --hostname router7 --image-dir ./build --initrd recovery.img --no-reset --serial /dev/ttyUSB0 --boot-menu seabios",
+        "<%= config.bin %> recover --hostname router7 --image-dir ./build --no-reset --serial /dev/ttyUSB0 --boot-menu seabios",
     },
   ];
 
@@ -77,7 +77,11 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       description: "Kernel pxelinux boots [default: the newest /boot/vmlinuz-*].",
       exists: true,
     }),
-    initrd: Flags.file({ description: "Recovery initramfs pxelinux boots.", exists: true, required: true }),
+    initrd: Flags.file({
+      description:
+        "Initramfs pxelinux boots [default: rtr7's recovery initramfs for --kernel, built once and cached].",
+      exists: true,
+    }),
     "http-port": Flags.integer({ description: "HTTP port for images and reports.", default: 7773 }),
     "tftp-port": Flags.integer({ description: "TFTP port.", default: 69 }),
     "dhcp-port": Flags.integer({ description: "DHCP server port.", default: 67 }),

@@ -39,6 +39,7 @@ export function recoverArgs(options: {
   hostname: string;
   images: { mbr: string; boot: string; root: string };
   kernel?: string;
+  /** "default": let rtr7 serve its own recovery initramfs (no --initrd). */
   initrd?: string;
   extra?: string[];
 }): string[] {
@@ -52,7 +53,7 @@ export function recoverArgs(options: {
     `--root=${options.images.root}`,
     // Tests that never boot a kernel serve stand-in files as kernel and initrd.
     `--kernel=${options.kernel ?? options.images.root}`,
-    `--initrd=${options.initrd ?? options.images.boot}`,
+    ...(options.initrd === "default" ? [] : [`--initrd=${options.initrd ?? options.images.boot}`]),
     "--no-reset",
     ...(options.extra ?? []),
   ];

@@ -1,0 +1,237 @@
+// The steps of a recovery on the unit, in order: network, disk, manifest,
+// partition table, images (each verified on disk), /perm (made only if it
+// holds no file system: existing data is never formatted away), the backup,
+// interfaces.json, then success. Each step reports progress; the first
+// failure stops everything with the step's name, and nothing after it runs,
+// so a half-written disk is never rebooted into.
+import { access, open, rename, writeFile } from "node:fs/promises";
+import { Readable } from "node:stream";
+import { parseManifest, type Manifest, type ManifestImage } from "../lib/wire/manifest.js";
+import type { RecoveryParameters } from "./cmdline.js";
+import type { Reporter } from "./reporter.js";
+import type { Lease, UnitSystem } from "./system.js";
+import { writeImage, type ImageTarget } from "./write-image.js";
+import { chooseDisk } from "./disk/choose.js";
+import {
+  diskIdentifier,
+  partitionDevice,
+  partitionTableBytes,
+  planLayout,
+  minimumDiskBytes,
+} from "./disk/layout.js";
+import { restoreBackup } from "./backup/restore.js";
+
+export class StepError extends Error {
+  constructor(
+    readonly step: string,
+    cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+}
+
+export interface RecoverUnitOptions {
+  parameters: RecoveryParameters;
+  /** The unit's DHCP lease, for interfaces.json. */
+  lease: Lease;
+  system: UnitSystem;
+  reporter: Reporter;
+  /** /etc/rtr7/modules in the initramfs: module files in load order. */
+  modulesList?: string;
+  sysBlock?: string;
+  permDirectory?: string;
+  say?: (line: string) => void;
+  fetch?: typeof fetch;
+}
+
+const mbrBootCodeBytes = 440;
+
+export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
+  const { parameters, system, reporter } = options;
+  const say = options.say ?? ((line: string) => console.log(`rtr7-recovery: ${line}`));
+  const doFetch = options.fetch ?? fetch;
+  const perm = options.permDirectory ?? "/perm";
+  const base = `http://${parameters.server}:${parameters.port}`;
+  let step = "start";
+  const begin = async (name: string, message: string): Promise<void> => {
+    step = name;
+    say(message);
+    await reporter.progress({ step: name, message });
+  };
+
+  try {
+    await begin("disk", "choosing the disk");
+    const layoutFloor = minimumDiskBytes();
+    const disk = await chooseDisk({
+      ...(options.sysBlock ? { sysBlock: options.sysBlock } : {}),
+      ...(parameters.disk ? { explicit: parameters.disk } : {}),
+      minimumBytes: layoutFloor,
+    });
+    const layout = planLayout(disk.bytes, disk.sectorSize);
+    await begin(
+      "manifest",
+      `disk ${disk.device} (${Math.round(disk.bytes / 2 ** 20)} MiB); fetching the manifest`,
+    );
+    const manifest = await fetchManifest(`${base}/manifest.json`, doFetch);
+    const image = (name: string): ManifestImage => {
+      const entry = manifest.images.find((candidate) => candidate.name === name);
+      if (!entry) throw new Error(`manifest.json lists no ${name}`);
+      return entry;
+    };
+    const images = { mbr: image("mbr.img"), boot: image("boot.img"), root: image("root.img") };
+
+    await begin("partition", `writing the partition table of ${disk.device}`);
+    const device = await open(disk.device, "r+");
+    try {
+      await device.write(partitionTableBytes(layout, diskIdentifier(parameters.hostname)), 0, 72, 440);
+      await device.sync();
+    } finally {
+      await device.close();
+    }
+    await system.rereadPartitions(disk.device);
+    await waitForDevices(
+      [1, 2, 3, 4].map((n) => partitionDevice(disk.device, n)),
+      10_000,
+    );
+
+    step = "write";
+    const [bootPartition, rootPartition] = [layout.partitions[0], layout.partitions[1]];
+    if (!bootPartition || !rootPartition) throw new Error("layout without boot and root partitions");
+    const targets: [ManifestImage, ImageTarget][] = [
+      [
+        images.mbr,
+        { path: disk.device, offset: 0, capacity: mbrBootCodeBytes, writeLimit: mbrBootCodeBytes },
+      ],
+      [
+        images.boot,
+        { path: disk.device, offset: bootPartition.byteOffset, capacity: bootPartition.byteSize },
+      ],
+      [
+        images.root,
+        { path: disk.device, offset: rootPartition.byteOffset, capacity: rootPartition.byteSize },
+      ],
+    ];
+    for (const [expected, target] of targets) {
+      await begin("write", `writing ${expected.name} (${expected.size} bytes)`);
+      let lastReport = 0;
+      await writeImage({
+        url: `${base}/${expected.name}`,
+        expected,
+        target,
+        fetch: doFetch,
+        dropCaches: () => system.dropCaches(),
+        onProgress: (bytesDone, bytesTotal) => {
+          const now = Date.now();
+          if (now - lastReport < 500 && bytesDone < bytesTotal) return;
+          lastReport = now;
+          void reporter.progress({ step: "write", image: expected.name, bytesDone, bytesTotal });
+        },
+      });
+      say(`${expected.name}: written and verified on disk`);
+    }
+
+    await begin("perm", "mounting /perm");
+    const permDevice = partitionDevice(disk.device, 4);
+    await mountPerm(system, permDevice, perm, say);
+
+    await begin("restore", "restoring the backup of /perm");
+    const backup = await doFetch(`${base}/backup.tar.gz`);
+    if (backup.status === 404) {
+      await backup.arrayBuffer();
+      say("no backup offered: /perm keeps what it has");
+    } else if (backup.status !== 200 || !backup.body) {
+      throw new Error(`GET /backup.tar.gz: HTTP ${backup.status}`);
+    } else {
+      const restored = await restoreBackup({
+        source: Readable.fromWeb(backup.body),
+        target: perm,
+      });
+      say(`restored ${restored.files} files, ${restored.directories} directories (${restored.bytes} bytes)`);
+    }
+    await writeInterfacesJson(perm, options.lease, say);
+
+    await begin("finish", "syncing and unmounting /perm");
+    await system.sync();
+    await system.unmount(perm);
+  } catch (error) {
+    throw error instanceof StepError ? error : new StepError(step, error);
+  }
+}
+
+async function fetchManifest(url: string, doFetch: typeof fetch): Promise<Manifest> {
+  const response = await doFetch(url);
+  if (response.status !== 200) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  return parseManifest(await response.json());
+}
+
+async function waitForDevices(paths: string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const path of paths) {
+    for (;;) {
+      try {
+        await access(path);
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs / 1000} s`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+}
+
+/** The ext4 superblock magic (0xEF53) at byte 1080 of the partition. */
+async function hasExt4(device: string): Promise<boolean> {
+  const handle = await open(device, "r");
+  try {
+    const magic = Buffer.alloc(2);
+    await handle.read(magic, 0, 2, 1080);
+    return magic.readUInt16LE(0) === 0xef53;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function mountPerm(system: UnitSystem, device: string, directory: string, say: (line: string) => void) {
+  try {
+    await system.mount(device, directory, "ext4");
+    say(`/perm mounted from ${device}`);
+    return;
+  } catch (error) {
+    // Only a partition with no ext4 at all gets a new file system: if one is
+    // there but does not mount, formatting would destroy the unit's data.
+    if (await hasExt4(device)) {
+      throw new Error(`${device} holds an ext4 file system that does not mount; not formatting it`, {
+        cause: error,
+      });
+    }
+  }
+  say(`${device} holds no file system: creating ext4 for /perm`);
+  await system.makeExt4(device, "perm");
+  await system.mount(device, directory, "ext4");
+}
+
+async function writeInterfacesJson(perm: string, lease: Lease, say: (line: string) => void): Promise<void> {
+  const path = `${perm}/interfaces.json`;
+  try {
+    await access(path);
+    return;
+  } catch {
+    // absent: write it
+  }
+  const content = JSON.stringify(
+    {
+      interfaces: [
+        { hardware_addr: lease.mac, name: "lan0", addr: `${lease.address}/${lease.prefixLength}` },
+      ],
+    },
+    null,
+    2,
+  );
+  const temporary = `${path}.rtr7-tmp`;
+  await writeFile(temporary, content + "\n", { mode: 0o644 });
+  const handle = await open(temporary, "r");
+  await handle.sync();
+  await handle.close();
+  await rename(temporary, path);
+  say(`wrote ${path} (lan0 ${lease.mac} ${lease.address}/${lease.prefixLength})`);
+}
