@@ -85,7 +85,16 @@ async function makeImages(work: string): Promise<Lab["images"]> {
   return images;
 }
 
-async function recoverOnce(lab: Lab, extra: string[], images = lab.images) {
+/**
+ * One recovery: rtr7 recover, then the unit. beforeUnit runs once the server
+ * is serving and before the unit starts.
+ */
+async function recoverOnce(
+  lab: Lab,
+  extra: string[],
+  options: { images?: Lab["images"]; beforeUnit?: () => Promise<void> } = {},
+) {
+  const images = options.images ?? lab.images;
   const recover = lab.ns.start(
     process.execPath,
     recoverArgs({
@@ -252,36 +261,18 @@ describe("recovery-init in QEMU", { timeout: 4 * runTimeoutMs }, () => {
     if (skip || !lab) return t.skip(skip);
     const changed = path.join(lab.work, "changed-root.img");
     await writeFile(changed, await readFile(lab.images.root));
-    const recover = lab.ns.start(
-      process.execPath,
-      recoverArgs({
-        interfaceName: "tap0",
-        hostname,
-        images: { ...lab.images, root: changed },
-        kernel: newestKernel(),
-        initrd: "default",
-        extra: ["--json", `--timeout=${Math.round(runTimeoutMs / 1000) - 60}s`],
-      }),
-    );
-    await recover.waitForLine(/"event":"start"/, 240_000);
-    // The manifest was hashed at start; the file changes under it (a rebuild
-    // in the middle of a recovery), so what is served no longer matches.
-    const bytes = await readFile(changed);
-    bytes[1000] = (bytes[1000] ?? 0) ^ 0xff;
-    await writeFile(changed, bytes);
-    const unit = lab.ns.start(
-      "qemu-system-x86_64",
-      qemuUnitArgs({
-        tap: "tap0",
-        mac: unitMac,
-        boot: "network",
-        disk: lab.disk,
-        diskInterface: "virtio",
-        memoryMiB: 1024,
-      }),
-    );
+    // The manifest is hashed at start; the file then changes under it (a
+    // rebuild in the middle of a recovery), so what is served no longer matches.
+    const { code, recover, unit } = await recoverOnce(lab, [], {
+      images: { ...lab.images, root: changed },
+      beforeUnit: async () => {
+        const bytes = await readFile(changed);
+        bytes[1000] = (bytes[1000] ?? 0) ^ 0xff;
+        await writeFile(changed, bytes);
+      },
+    });
     t.after(() => stopAfter(unit));
-    assert.equal(await recover.exited(runTimeoutMs - 30_000), 1);
+    assert.equal(code, 1);
     const error = jsonEvents(recover.output()).find((event) => event.event === "error");
     assert.equal(error?.code, "RTR7_ERR_RECOVERY_FAILED");
     assert.match(String(error?.msg), /root\.img: sha256 mismatch/);
