@@ -176,3 +176,15 @@ export function start(command: string, args: string[], options: { env?: NodeJS.P
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((started) => started.stop()));
 }
+
+/**
+ * Why a lab run cannot go ahead here (not root, or a tool missing), or
+ * undefined when it can.
+ */
+export async function missingPrerequisite(tools: string[], rootReason: string): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return `needs root: ${rootReason}`;
+  for (const tool of tools) {
+    if (!(await haveTool(tool))) return `needs ${tool}: run scripts/setup.sh`;
+  }
+  return undefined;
+}

@@ -11,14 +11,17 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import { cpioArchive, type CpioEntry } from "../recovery-init/initramfs/cpio.js";
 
-const initScript = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
+/** The start of a busybox init script: applets installed, proc, sys and dev mounted. */
+export const busyboxInitPreamble = `/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-arg() { for word in $(cat /proc/cmdline); do case "$word" in "$1="*) echo "\${word#*=}";; esac; done; }
+`;
+
+const initScript = `#!/bin/busybox sh
+${busyboxInitPreamble}arg() { for word in $(cat /proc/cmdline); do case "$word" in "$1="*) echo "\${word#*=}";; esac; done; }
 server=$(arg rtr7.server); port=$(arg rtr7.port); token=$(arg rtr7.token)
 base="http://$server:$port"
 echo "rtr7-smoke: recovery server $base"

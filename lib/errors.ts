@@ -69,13 +69,12 @@ export const errorCatalogue = {
 
   // Target disk (recovery-init)
   RTR7_ERR_DISK_NONE:
-    "Check that the unit's disk is attached and detected (the message lists every block device seen and why it was skipped); name it with rtr7.disk=NAME on the kernel command line if it was skipped wrongly.",
-  RTR7_ERR_DISK_AMBIGUOUS:
-    "Name the disk to erase with rtr7.disk=NAME (for example rtr7.disk=sda) on the unit's kernel command line.",
+    "Check that the unit's disk is attached and detected (the message lists every block device seen and why it was skipped); name it with rtr7 recover --disk NAME if it was skipped wrongly.",
+  RTR7_ERR_DISK_AMBIGUOUS: "Name the disk to erase with rtr7 recover --disk NAME (for example --disk sda).",
   RTR7_ERR_DISK_NOT_FOUND:
-    "Check the name given with rtr7.disk= against the unit's /sys/block (sda, vda, nvme0n1, mmcblk0).",
+    "Check the name given with --disk (rtr7.disk=) against the unit's /sys/block (sda, vda, nvme0n1, mmcblk0).",
   RTR7_ERR_DISK_UNSUITABLE:
-    "Name a whole, writable disk with rtr7.disk= (sda, not sda1; not a read-only or write-protected device).",
+    "Name a whole, writable disk with --disk (sda, not sda1; not a read-only or write-protected device).",
   RTR7_ERR_DISK_TOO_SMALL:
     "Use a disk of at least the size named in the message: boot, two root slots and /perm need about 1.2 GiB.",
   RTR7_ERR_DISK_PARTITION_TABLE:

@@ -6,6 +6,7 @@
 // console, and stays up showing them: it never reboots into a half-written
 // disk, and as PID 1 it never exits (that would panic the kernel).
 import { readFile } from "node:fs/promises";
+import { Rtr7Error } from "../lib/errors.js";
 import { parseCmdline } from "./cmdline.js";
 import { recoverUnit, StepError } from "./recover-unit.js";
 import { httpReporter, type Reporter } from "./reporter.js";
@@ -48,7 +49,10 @@ export async function runRecoveryInit(system: UnitSystem = busyboxSystem): Promi
     await system.reboot();
   } catch (error) {
     const failedStep = error instanceof StepError ? error.step : step;
-    const message = error instanceof Error ? error.message : String(error);
+    // The unit's hint (what to do) travels with the message to the workstation.
+    const cause = error instanceof StepError ? error.cause : error;
+    const hint = cause instanceof Rtr7Error ? ` (${cause.hint})` : "";
+    const message = (error instanceof Error ? error.message : String(error)) + hint;
     say(`FAILED at ${failedStep}: ${message}`);
     await reporter
       ?.failure({ step: failedStep, message })

@@ -14,7 +14,7 @@ import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
 import { startDhcpServer } from "./dhcp/server.js";
 import { buildRecoveryHttp } from "./http/recovery-http.js";
 import { chooseRecoveryNetwork, type InterfaceWorld, type RecoveryNetwork } from "./net/interfaces.js";
-import { bootFileFor, pxeBootFiles } from "./pxe/boot-files.js";
+import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
 import { startTftpServer } from "./tftp/server.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
 
@@ -31,10 +31,14 @@ export interface RecoverOptions {
   kernel: string;
   /** The initramfs pxelinux boots; default: rtr7's recovery initramfs for the kernel, built once and cached. */
   initrd?: string;
+  /** How pxelinux fetches the kernel and the initramfs; default "tftp". */
+  bootOver?: BootOver;
   interfaceName?: string;
   recoverOctet: number;
   /** Serve only this MAC (locked from the start). */
   mac?: string;
+  /** The disk recovery-init erases (sda, nvme0n1): put on the unit's kernel command line as rtr7.disk=. */
+  disk?: string;
   /** Reset the unit through the Teensy rebootor before waiting. */
   reset: boolean;
   rebootor?: string;
@@ -74,6 +78,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     );
   }
   const lockedMac = options.mac === undefined ? undefined : normaliseMac(options.mac);
+  if (options.disk !== undefined) checkedDiskName(options.disk);
   const network = chooseRecoveryNetwork(
     { interfaceName: options.interfaceName, recoverOctet: options.recoverOctet },
     options.interfaces,
@@ -81,14 +86,18 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   const token = options.token ?? randomBytes(16).toString("hex");
   const { imageFiles, manifest } = await prepareImages(options.images, options.hostname, log);
   const initrd = options.initrd ?? (await defaultInitrd(options.kernel, log));
-  const bootFiles = await pxeBootFiles({
+  const bootInputs = {
     kernel: options.kernel,
     initrd,
     serverAddress: network.serverAddress,
     httpPort: options.ports.http,
     hostname: options.hostname,
     token,
-  });
+    bootOver: options.bootOver ?? "tftp",
+    ...(options.disk === undefined ? {} : { extraCmdline: [`rtr7.disk=${checkedDiskName(options.disk)}`] }),
+  };
+  const bootFiles = await pxeBootFiles(bootInputs);
+  for (const file of await httpBootFiles(bootInputs)) imageFiles.add(file);
 
   const closers: (() => Promise<unknown>)[] = [];
   const closeAll = async (): Promise<void> => {
@@ -237,6 +246,18 @@ export function listenError(error: unknown, what: string): Rtr7Error {
   return code === "EACCES"
     ? new Rtr7Error("RTR7_ERR_NOT_ROOT", message, { cause: error })
     : new Rtr7Error("RTR7_ERR_LISTEN", message, { cause: error });
+}
+
+/** A disk name for the kernel command line: sda, vda, nvme0n1, mmcblk0 (a /dev/ prefix is dropped). */
+export function checkedDiskName(text: string): string {
+  const name = text.replace(/^\/dev\//, "");
+  if (!/^[a-z][a-z0-9]{1,31}$/.test(name)) {
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `--disk ${JSON.stringify(text)}: want a whole disk's name such as sda, vda or nvme0n1`,
+    );
+  }
+  return name;
 }
 
 /** aa:bb:cc:dd:ee:ff in lower case, from colon, dash or bare hex forms. */

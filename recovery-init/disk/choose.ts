@@ -70,8 +70,8 @@ export async function chooseDisk(options: ChooseDiskOptions): Promise<ChosenDisk
       `choose the target disk: ${candidates.length} disks qualify: ${candidates.map(sized).join(", ")}`,
       {
         hint:
-          "Name the disk to erase on the unit's kernel command line: " +
-          candidates.map((device) => `rtr7.disk=${device.name}`).join(" or ") +
+          "Name the disk to erase with rtr7 recover " +
+          candidates.map((device) => `--disk ${device.name}`).join(" or ") +
           ".",
       },
     );

@@ -3,10 +3,12 @@
 // get Debian's pxelinux, x86-64 UEFI units syslinux.efi; both read the same
 // generated pxelinux.cfg/default, which boots the kernel and the recovery
 // initramfs with the server's address, the hostname and the run's session
-// token on the kernel command line.
+// token on the kernel command line. With bootOver "http", BIOS units get
+// Debian's lpxelinux.0 (under the name pxelinux.0, so DHCP is unchanged),
+// which fetches the kernel and the initramfs from the recovery HTTP server.
 import { existsSync } from "node:fs";
 import { Rtr7Error } from "../../lib/errors.js";
-import { FileMap, fileFromBuffer, fileFromDisk } from "../../lib/served-files.js";
+import { FileMap, fileFromBuffer, fileFromDisk, type ServedFile } from "../../lib/served-files.js";
 import { cmdlineKeys } from "../../lib/wire/report.js";
 
 /** Firmware loaders and modules from Debian's pxelinux, syslinux-common and syslinux-efi. */
@@ -16,6 +18,12 @@ export const firmwareFiles = {
   "syslinux.efi": "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
   "ldlinux.e64": "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
 } as const;
+
+/** pxelinux with an HTTP client (Debian's pxelinux package), for bootOver "http". */
+export const httpLoaderFile = "/usr/lib/PXELINUX/lpxelinux.0";
+
+/** How the kernel and the initramfs reach the unit: TFTP, or HTTP through lpxelinux. */
+export type BootOver = "tftp" | "http";
 
 /** DHCP option 93 (RFC 4578) client system architectures we can boot. */
 export const clientArchitecture = { biosX86: 0, efiByteCode: 7, efiX8664: 9 } as const;
@@ -35,12 +43,21 @@ export interface BootParameters {
   token: string;
   /** Extra kernel parameters, appended last. */
   extraCmdline?: string[];
+  /** Default "tftp". */
+  bootOver?: BootOver;
+}
+
+/** Where pxelinux finds a boot file: its TFTP name, or its URL on the recovery HTTP server. */
+function bootFileLocation(parameters: BootParameters, name: string): string {
+  return parameters.bootOver === "http"
+    ? `http://${parameters.serverAddress}:${parameters.httpPort}/${name}`
+    : name;
 }
 
 /** The kernel command line of the recovery boot, as router7 has it plus rtr7's keys. */
 export function recoveryCmdline(parameters: BootParameters): string {
   return [
-    "initrd=initrd",
+    `initrd=${bootFileLocation(parameters, "initrd")}`,
     "rdinit=/rtr7-recovery-init",
     "console=ttyS0,115200n8",
     "panic=10",
@@ -61,7 +78,7 @@ export function pxelinuxConfig(parameters: BootParameters): string {
     "SERIAL 0 115200",
     "",
     "LABEL recover",
-    "  KERNEL vmlinuz",
+    `  KERNEL ${bootFileLocation(parameters, "vmlinuz")}`,
     `  APPEND ${recoveryCmdline(parameters)}`,
     "",
   ].join("\n");
@@ -74,11 +91,17 @@ export interface PxeBootInputs extends BootParameters {
 
 /**
  * The TFTP file map of a recovery run. UEFI loaders are included only when
- * Debian's syslinux-efi is installed, so BIOS-only set-ups still work.
+ * Debian's syslinux-efi is installed, so BIOS-only set-ups still work. With
+ * bootOver "http" the kernel and initramfs are not on TFTP but in
+ * httpBootFiles() for the recovery HTTP server.
  */
 export async function pxeBootFiles(inputs: PxeBootInputs): Promise<FileMap> {
   const files = new FileMap();
-  for (const [name, path] of Object.entries(firmwareFiles)) {
+  const loaders: Record<string, string> = {
+    ...firmwareFiles,
+    ...(inputs.bootOver === "http" ? { "pxelinux.0": httpLoaderFile } : {}),
+  };
+  for (const [name, path] of Object.entries(loaders)) {
     const required = name === "pxelinux.0" || name === "ldlinux.c32";
     if (!existsSync(path)) {
       if (!required) continue;
@@ -89,7 +112,15 @@ export async function pxeBootFiles(inputs: PxeBootInputs): Promise<FileMap> {
     files.add(await fileFromDisk(name, path));
   }
   files.add(fileFromBuffer("pxelinux.cfg/default", pxelinuxConfig(inputs)));
-  files.add(await fileFromDisk("vmlinuz", inputs.kernel));
-  files.add(await fileFromDisk("initrd", inputs.initrd));
+  if (inputs.bootOver !== "http") for (const file of await kernelFiles(inputs)) files.add(file);
   return files;
+}
+
+/** The kernel and initramfs for the recovery HTTP server: none unless bootOver is "http". */
+export async function httpBootFiles(inputs: PxeBootInputs): Promise<ServedFile[]> {
+  return inputs.bootOver === "http" ? kernelFiles(inputs) : [];
+}
+
+async function kernelFiles(inputs: PxeBootInputs): Promise<ServedFile[]> {
+  return [await fileFromDisk("vmlinuz", inputs.kernel), await fileFromDisk("initrd", inputs.initrd)];
 }

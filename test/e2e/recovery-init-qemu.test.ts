@@ -28,25 +28,22 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import tarStream from "tar-stream";
 import { Netns } from "../../lab/netns.js";
-import { run, haveTool, type Started } from "../../lab/processes.js";
+import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
 import { qemuUnitArgs } from "../../lab/qemu.js";
 import { newestKernel } from "../../server/recover-inputs.js";
 import { diskIdentifier, planLayout } from "../../recovery-init/disk/layout.js";
 import { recoverArgs, jsonEvents } from "../helpers/scratch.js";
-import { isRoot } from "../helpers/netns.js";
 
 const hostname = "router7";
 const unitMac = "52:54:00:12:34:57";
 const diskBytes = 2 * 1024 ** 3;
 const runTimeoutMs = 420_000;
 
-const missing = async (): Promise<string | undefined> => {
-  if (!isRoot()) return "needs root: network namespaces, a tap device and loop mounts";
-  for (const tool of ["qemu-system-x86_64", "busybox", "sfdisk", "losetup", "tar", "mke2fs"]) {
-    if (!(await haveTool(tool))) return `needs ${tool}: run scripts/setup.sh`;
-  }
-  return undefined;
-};
+const missing = (): Promise<string | undefined> =>
+  missingPrerequisite(
+    ["qemu-system-x86_64", "busybox", "sfdisk", "losetup", "tar", "mke2fs"],
+    "network namespaces, a tap device and loop mounts",
+  );
 
 interface Lab {
   work: string;

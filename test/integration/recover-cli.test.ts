@@ -36,11 +36,11 @@ async function startRecover(
     }),
   );
   await recover.waitForLine(json ? /"event":"start"/ : /serving recovery/, 30_000);
-  if (options.token === false) return { recover, unitNs, images, token: "" };
+  if (options.token === false) return { recover, unitNs, images, token: "", config: "" };
   const config = (await unitNs.exec("curl", ["-sS", `tftp://${server}/pxelinux.cfg/default`])).stdout;
   const token = /rtr7\.token=([0-9a-f]+)/.exec(config)?.[1];
   assert.ok(token, `no token in pxelinux.cfg/default:\n${config}`);
-  return { recover, unitNs, images, token };
+  return { recover, unitNs, images, token, config };
 }
 
 let curlCount = 0;
@@ -207,3 +207,9 @@ test(
     assert.match(await readFile(`${work}/console.log`, "utf8"), /Kernel panic - not syncing/);
   },
 );
+
+test("--disk names the unit's disk on its kernel command line", { timeout: 90_000 }, async (t) => {
+  if (!(await requireRootAndTools(t, ["curl"]))) return;
+  const { config } = await startRecover(t, { extra: ["--disk=/dev/nvme0n1"] });
+  assert.match(config, /^ {2}APPEND .* rtr7\.disk=nvme0n1$/m);
+});

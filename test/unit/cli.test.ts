@@ -37,6 +37,24 @@ test("usage errors print one line with a hint and exit 2", () => {
   assert.match(event.msg, /--bogus/);
 });
 
+test("a --disk that is no disk name is refused before anything starts", () => {
+  const result = rtr7(
+    "recover",
+    "--hostname=unit",
+    "--initrd=/etc/hostname",
+    "--mbr=/etc/hostname",
+    "--boot=/etc/hostname",
+    "--root=/etc/hostname",
+    "--interface=lo",
+    "--disk=sda1 rtr7.token=x",
+    "--json",
+  );
+  assert.equal(result.code, 2);
+  const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string; msg: string };
+  assert.equal(event.code, "RTR7_ERR_USAGE");
+  assert.match(event.msg, /--disk/);
+});
+
 test("an rtr7 error keeps its catalogue code and exits 1", () => {
   const result = rtr7(
     "recover",

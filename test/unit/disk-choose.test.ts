@@ -81,16 +81,11 @@ test("the disk is chosen over a USB stick, a loop device, an optical drive and z
   });
 });
 
-test("two disks are ambiguous: the message names both with sizes, the hint rtr7.disk=", async (t) => {
+test("two disks are ambiguous: the message names both with sizes, the hint --disk", async (t) => {
   const sysBlock = await fakeSysBlock(t, { sda: { bytes: 16 * GiB }, vdb: { bytes: 4 * GiB } });
   await assert.rejects(
     chooseDisk({ sysBlock, minimumBytes }),
-    rejectsWith(
-      "RTR7_ERR_DISK_AMBIGUOUS",
-      /sda 16\.00 GiB/,
-      /vdb 4\.00 GiB/,
-      /rtr7\.disk=sda or rtr7\.disk=vdb/,
-    ),
+    rejectsWith("RTR7_ERR_DISK_AMBIGUOUS", /sda 16\.00 GiB/, /vdb 4\.00 GiB/, /--disk sda or --disk vdb/),
   );
 });
 
