@@ -104,6 +104,7 @@ async function recoverOnce(
     }),
   );
   await recover.waitForLine(/"event":"start"/, 240_000);
+  await options.beforeUnit?.();
   const unit = lab.ns.start(
     "qemu-system-x86_64",
     qemuUnitArgs({
