@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Netns } from "./netns.js";
 import { run } from "./processes.js";
-import { qemuUnitArgs } from "./qemu.js";
+import { recoveryUnitArgs } from "./qemu.js";
 import { newestKernel } from "../server/recover-inputs.js";
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/run.js");
@@ -71,10 +71,7 @@ async function main(): Promise<number> {
     recover.child.stdout?.pipe(process.stdout);
     recover.child.stderr?.pipe(process.stderr);
     await recover.waitForLine(/serving recovery/, 240_000);
-    const unit = lab.start(
-      "qemu-system-x86_64",
-      qemuUnitArgs({ tap: "tap0", boot: "network", disk, diskInterface: "virtio", memoryMiB: 1024 }),
-    );
+    const unit = lab.start("qemu-system-x86_64", recoveryUnitArgs({ tap: "tap0", disk }));
     let partial = "";
     unit.child.stdout?.on("data", (chunk: Buffer) => {
       const lines = (partial + chunk.toString()).split(/\r?\n/);

@@ -49,3 +49,11 @@ export function hangingBootSector(): Buffer {
   sector[511] = 0xaa;
   return sector;
 }
+
+/**
+ * The unit of a full recovery: network boot only, a virtio disk (fast under
+ * emulation), and 1 GiB of memory for the recovery initramfs with node in it.
+ */
+export function recoveryUnitArgs(options: { tap: string; disk: string; mac?: string }): string[] {
+  return qemuUnitArgs({ ...options, boot: "network", diskInterface: "virtio", memoryMiB: 1024 });
+}

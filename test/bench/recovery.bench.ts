@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
-import { qemuUnitArgs } from "../../lab/qemu.js";
+import { recoveryUnitArgs } from "../../lab/qemu.js";
 import { modulesDirFor } from "../../lab/smoke-initramfs.js";
 import { baselineMarks, buildBaselineInitramfs } from "../../lab/baseline-initramfs.js";
 import { newestKernel } from "../../server/recover-inputs.js";
@@ -117,14 +117,7 @@ function startUnit(lab: Lab): { unit: Started; console: Stamped[]; startedAt: nu
   const startedAt = Date.now();
   const unit = lab.ns.start(
     "qemu-system-x86_64",
-    qemuUnitArgs({
-      tap: "tap0",
-      mac: unitMac,
-      boot: "network",
-      disk: lab.disk,
-      diskInterface: "virtio",
-      memoryMiB: 1024,
-    }),
+    recoveryUnitArgs({ tap: "tap0", mac: unitMac, disk: lab.disk }),
   );
   return { unit, console: stampLines(unit), startedAt };
 }

@@ -29,7 +29,7 @@ import { createGzip } from "node:zlib";
 import tarStream from "tar-stream";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
-import { qemuUnitArgs } from "../../lab/qemu.js";
+import { recoveryUnitArgs } from "../../lab/qemu.js";
 import { newestKernel } from "../../server/recover-inputs.js";
 import { diskIdentifier, planLayout } from "../../recovery-init/disk/layout.js";
 import { recoverArgs, jsonEvents } from "../helpers/scratch.js";
@@ -107,14 +107,7 @@ async function recoverOnce(
   await options.beforeUnit?.();
   const unit = lab.ns.start(
     "qemu-system-x86_64",
-    qemuUnitArgs({
-      tap: "tap0",
-      mac: unitMac,
-      boot: "network",
-      disk: lab.disk,
-      diskInterface: "virtio",
-      memoryMiB: 1024,
-    }),
+    recoveryUnitArgs({ tap: "tap0", mac: unitMac, disk: lab.disk }),
   );
   const code = await recover.exited(runTimeoutMs - 30_000);
   return { code, recover, unit };

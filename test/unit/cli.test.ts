@@ -11,6 +11,18 @@ function rtr7(...args: string[]) {
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+/** rtr7 recover with stand-in files for every file flag, --json, and the given flags. */
+function recoverWith(...flags: string[]) {
+  const file = "/etc/hostname";
+  return rtr7(
+    "recover",
+    "--hostname=unit",
+    ...["initrd", "mbr", "boot", "root"].map((flag) => `--${flag}=${file}`),
+    ...flags,
+    "--json",
+  );
+}
+
 test("rtr7 --help lists the commands, and each command's help has examples", () => {
   const top = rtr7("--help");
   assert.equal(top.code, 0);
@@ -38,17 +50,7 @@ test("usage errors print one line with a hint and exit 2", () => {
 });
 
 test("a --disk that is no disk name is refused before anything starts", () => {
-  const result = rtr7(
-    "recover",
-    "--hostname=unit",
-    "--initrd=/etc/hostname",
-    "--mbr=/etc/hostname",
-    "--boot=/etc/hostname",
-    "--root=/etc/hostname",
-    "--interface=lo",
-    "--disk=sda1 rtr7.token=x",
-    "--json",
-  );
+  const result = recoverWith("--interface=lo", "--disk=sda1 rtr7.token=x");
   assert.equal(result.code, 2);
   const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string; msg: string };
   assert.equal(event.code, "RTR7_ERR_USAGE");
@@ -56,16 +58,7 @@ test("a --disk that is no disk name is refused before anything starts", () => {
 });
 
 test("an rtr7 error keeps its catalogue code and exits 1", () => {
-  const result = rtr7(
-    "recover",
-    "--hostname=unit",
-    "--initrd=/etc/hostname",
-    "--mbr=/etc/hostname",
-    "--boot=/etc/hostname",
-    "--root=/etc/hostname",
-    "--interface=no-such-interface0",
-    "--json",
-  );
+  const result = recoverWith("--interface=no-such-interface0");
   assert.equal(result.code, 1);
   const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string };
   assert.equal(event.code, "RTR7_ERR_INTERFACE_NOT_FOUND");
