@@ -13,7 +13,7 @@ import { sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
 import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
 import { startDhcpServer } from "./dhcp/server.js";
 import { buildRecoveryHttp } from "./http/recovery-http.js";
-import { chooseRecoveryNetwork, type InterfaceWorld, type RecoveryNetwork } from "./net/interfaces.js";
+import { chooseRecoveryNetwork, type InterfaceWorld } from "./net/interfaces.js";
 import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
 import { startTftpServer } from "./tftp/server.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
@@ -122,7 +122,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
         );
         options.onProgress?.(report);
       },
-      onSuccess: (report, peer) => verdict.succeed(report.message, peer),
+      onSuccess: (report) => verdict.succeed(report.message),
       onFailure: (report, peer) => verdict.fail(unitFailure(report, peer)),
     });
     closers.push(() => http.app.close());
@@ -284,7 +284,7 @@ class Verdict {
   private settle?: { resolve: (message?: string) => void; reject: (error: Error) => void };
   private early?: { ok: true; message?: string } | { ok: false; error: Error };
 
-  succeed(message: string | undefined, _peer: string): void {
+  succeed(message: string | undefined): void {
     if (this.settle) this.settle.resolve(message);
     else this.early ??= { ok: true, message };
   }
@@ -339,5 +339,3 @@ function abortError(signal: AbortSignal | undefined): Error {
     ? reason
     : new Rtr7Error("RTR7_ERR_ABORTED", "recovery: stopped before the unit reported");
 }
-
-export type { RecoveryNetwork };

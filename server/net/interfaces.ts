@@ -55,10 +55,13 @@ export const hostInterfaces: InterfaceWorld = (() => {
       );
     }
   };
+  // isUp answers from the snapshot list() just read: one `ip` run per choice.
+  let snapshot: IpAddrJson[] | undefined;
   return {
     list() {
       const interfaces: Record<string, InterfaceAddress[]> = {};
-      for (const link of read()) {
+      snapshot = read();
+      for (const link of snapshot) {
         interfaces[link.ifname] = (link.addr_info ?? [])
           .filter((entry) => entry.family === "inet")
           .map((entry) => ({
@@ -70,7 +73,8 @@ export const hostInterfaces: InterfaceWorld = (() => {
       }
       return interfaces;
     },
-    isUp: (name) => read().some((link) => link.ifname === name && (link.flags ?? []).includes("UP")),
+    isUp: (name) =>
+      (snapshot ?? read()).some((link) => link.ifname === name && (link.flags ?? []).includes("UP")),
   };
 })();
 

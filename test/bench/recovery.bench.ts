@@ -113,6 +113,23 @@ async function freshDisk(lab: Lab): Promise<void> {
   await truncate(lab.disk, diskBytes);
 }
 
+/** A run's result; the kernel+initramfs time runs from the config being sent to the initramfs being sent. */
+function runResult(
+  startedAt: number,
+  endedAt: number,
+  phases: [string, number][],
+  configSent: number | undefined,
+  initrdSent: number | undefined,
+) {
+  return {
+    wallMs: endedAt - startedAt,
+    phases,
+    ...(configSent !== undefined && initrdSent !== undefined
+      ? { kernelInitrdMs: initrdSent - configSent }
+      : {}),
+  };
+}
+
 function startUnit(lab: Lab): { unit: Started; console: Stamped[]; startedAt: number } {
   const startedAt = Date.now();
   const unit = lab.ns.start(
@@ -224,15 +241,7 @@ async function runRtr7(lab: Lab, bootOver: "tftp" | "http"): Promise<Timing> {
       name === "until QEMU exits" ? "reboot after success" : name,
       ms,
     ]);
-    const configSent = sent("pxelinux.cfg/default");
-    const initrdSent = sent("initrd");
-    return {
-      wallMs: endedAt - startedAt,
-      phases,
-      ...(configSent !== undefined && initrdSent !== undefined
-        ? { kernelInitrdMs: initrdSent - configSent }
-        : {}),
-    };
+    return runResult(startedAt, endedAt, phases, sent("pxelinux.cfg/default"), sent("initrd"));
   } finally {
     await recover.stop();
   }
@@ -326,15 +335,7 @@ async function runBaseline(lab: Lab): Promise<Timing> {
       const entry = served(uri);
       if (entry) phases.push([`  (nginx: ${uri.slice(1)} request took)`, entry.ms]);
     }
-    const configSent = tftpSent("pxelinux.cfg/default");
-    const initrdSent = tftpSent("initrd");
-    return {
-      wallMs: endedAt - startedAt,
-      phases,
-      ...(configSent !== undefined && initrdSent !== undefined
-        ? { kernelInitrdMs: initrdSent - configSent }
-        : {}),
-    };
+    return runResult(startedAt, endedAt, phases, tftpSent("pxelinux.cfg/default"), tftpSent("initrd"));
   } finally {
     await dnsmasq.stop();
     await nginx.stop();
