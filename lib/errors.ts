@@ -79,6 +79,28 @@ export const errorCatalogue = {
     "Use a disk of at least the size named in the message: boot, two root slots and /perm need about 1.2 GiB.",
   RTR7_ERR_DISK_PARTITION_TABLE:
     "The disk's first sector holds no valid MBR partition table: recover the unit again to rewrite it.",
+
+  // Images built on the workstation
+  RTR7_ERR_IMAGE_BUILD:
+    "Read the cause in the message (a missing tool, a file that does not fit, an unreadable --add source), fix it and build again.",
+
+  // The unit's boot partition and update API
+  RTR7_ERR_BOOT_CONFIG:
+    "The boot partition's syslinux.cfg is missing or damaged: push a new boot image (rtr7 safe-update) or recover the unit.",
+  RTR7_ERR_UPDATE_AUTH:
+    "Use user gokrazy and the unit's password from /perm/gokr-pw.txt (kept on the workstation in ~/.config/gokrazy/hosts/HOST/http-password.txt).",
+  RTR7_ERR_UPDATE_BUSY: "Another update is running on the unit: wait for it to finish, then try again.",
+  RTR7_ERR_UPDATE_REQUEST: "Send the request as the update protocol says (PUT for uploads, POST for switch, testboot, commit and reboot).",
+  RTR7_ERR_UPDATE_TRUNCATED:
+    "The upload ended before its end: the slot is marked invalid; upload the image again before switch or testboot.",
+  RTR7_ERR_SLOT_INVALID:
+    "The inactive slot holds no complete root image: upload one (PUT /update/root) before switch or testboot.",
+  RTR7_ERR_UPDATE_WRITE:
+    "Writing to the unit's partition failed: read the unit's log (its console or the update API's status page); if it repeats, recover the unit.",
+
+  // Virtual units (rtr7 lab unit)
+  RTR7_ERR_LAB_UNIT:
+    "Check --dir and --image-dir: a new unit directory is filled from the images of `rtr7 image build`.",
 } as const satisfies Record<string, string>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

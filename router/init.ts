@@ -1,0 +1,248 @@
+// PID 1 on a unit. The boot initrd has mounted the root slot and moved /dev
+// into it; this mounts the rest (/proc, /sys, /tmp, /run, /perm from
+// partition 4 of the root's disk), loads the modules, names the host, brings
+// up lan0 from /perm/interfaces.json (else DHCP on the first NIC), then runs
+// the suite (router/suite.ts). A reboot stops the services, unmounts /perm
+// and either kexecs the next slot's kernel (the default, and the only way a
+// slot on trial is ever started) or reboots through the firmware, whose boot
+// loader runs the committed slot. As PID 1 it must never exit: an uncaught
+// error ends in a kernel panic, and panic=10 reboots into the committed slot.
+import { execFile } from "node:child_process";
+import { readFile, readdir, writeFile, mkdir } from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import { createLogger } from "../lib/log.js";
+import { partitionDevice } from "../recovery-init/disk/layout.js";
+import type { NextBoot } from "./boot/boot-control.js";
+import { copyBootFileOut, readBootFile } from "./boot/boot-partition.js";
+import { bootFiles, parseSyslinuxConfig } from "./boot/syslinux-config.js";
+import { readBuildInfo } from "./build-info.js";
+import { runSuite } from "./suite.js";
+import type { ServiceSpec } from "./supervisor/supervisor.js";
+import { isSlot, unitPorts, type ServiceConfig, type Slot, type UnitPaths } from "./unit.js";
+
+const execFileAsync = promisify(execFile);
+const busybox = "/bin/busybox";
+const say = (line: string): void => void process.stdout.write(`rtr7 init: ${line}\n`);
+
+async function bb(applet: string, args: string[], timeoutMs = 30_000): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync(busybox, [applet, ...args], { timeout: timeoutMs, encoding: "utf8" });
+    return stdout;
+  } catch (error) {
+    const failed = error as { stderr?: string; message: string };
+    throw new Error(`${applet} ${args.join(" ")}: ${failed.stderr?.trim() || failed.message}`, { cause: error });
+  }
+}
+
+async function mountQuietly(type: string, source: string, target: string, options?: string): Promise<void> {
+  await mkdir(target, { recursive: true }).catch(() => undefined);
+  const args = ["-t", type, ...(options ? ["-o", options] : []), source, target];
+  await bb("mount", args).catch((error: Error) => {
+    if (!/busy|already mounted/i.test(error.message)) say(`mount ${target}: ${error.message}`);
+  });
+}
+
+export interface UnitCmdline {
+  slot: Slot;
+  trialDeadlineMs?: number;
+}
+
+export function parseUnitCmdline(text: string): UnitCmdline {
+  const words = text.trim().split(/\s+/);
+  const value = (key: string): string | undefined =>
+    words.find((word) => word.startsWith(`${key}=`))?.slice(key.length + 1);
+  const named = value("rtr7.slot");
+  const partuuid = value("root")?.match(/-0([23])$/)?.[1];
+  const slot: Slot = isSlot(named) ? named : partuuid === "3" ? "b" : "a";
+  const trial = value("rtr7.trial");
+  return { slot, trialDeadlineMs: trial && /^\d+$/.test(trial) ? Number(trial) : undefined };
+}
+
+/** The disk holding the root file system: /dev/vda for a root on /dev/vda2. */
+async function rootDisk(): Promise<string> {
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8");
+  for (const line of mountinfo.split("\n")) {
+    const fields = line.split(" ");
+    if (fields[4] !== "/") continue;
+    const source = fields[fields.indexOf("-") + 2];
+    if (source?.startsWith("/dev/")) return source.replace(/p?[0-9]+$/, "");
+  }
+  throw new Error("cannot tell the root file system's disk from /proc/self/mountinfo");
+}
+
+async function loadModules(): Promise<void> {
+  const list = await readFile("/etc/rtr7/modules", "utf8").catch(() => "");
+  for (const module of list.split("\n").filter((line) => line.trim() !== "")) {
+    await bb("insmod", [module]).catch((error: Error) => {
+      if (!/exists/i.test(error.message)) say(`module ${path.basename(module)}: ${error.message}`);
+    });
+  }
+}
+
+interface InterfacesJson {
+  interfaces?: { hardware_addr?: string; name?: string; addr?: string; gateway?: string }[];
+}
+
+/** Brings up lan0 (and any other named NIC) from interfaces.json; returns the names configured. */
+async function configureInterfaces(perm: string): Promise<string[]> {
+  let parsed: InterfacesJson;
+  try {
+    parsed = JSON.parse(await readFile(path.join(perm, "interfaces.json"), "utf8")) as InterfacesJson;
+  } catch {
+    return [];
+  }
+  const byMac = new Map<string, string>();
+  for (const name of await readdir("/sys/class/net")) {
+    const mac = (await readFile(`/sys/class/net/${name}/address`, "utf8").catch(() => "")).trim();
+    if (mac) byMac.set(mac.toLowerCase(), name);
+  }
+  const configured: string[] = [];
+  for (const entry of parsed.interfaces ?? []) {
+    const current = entry.hardware_addr ? byMac.get(entry.hardware_addr.toLowerCase()) : undefined;
+    if (!current || !entry.name) {
+      say(`interfaces.json: no NIC with address ${entry.hardware_addr ?? "(none)"}; skipped`);
+      continue;
+    }
+    try {
+      if (current !== entry.name) await bb("ip", ["link", "set", "dev", current, "name", entry.name]);
+      if (entry.addr) await bb("ip", ["addr", "add", entry.addr, "dev", entry.name]);
+      await bb("ip", ["link", "set", "dev", entry.name, "up"]);
+      if (entry.gateway) await bb("ip", ["route", "add", "default", "via", entry.gateway]);
+      say(`${entry.name} (${entry.hardware_addr}) up with ${entry.addr ?? "no address"}`);
+      configured.push(entry.name);
+    } catch (error) {
+      say(`interfaces.json: ${entry.name}: ${(error as Error).message}`);
+    }
+  }
+  return configured;
+}
+
+const dhcpScript = `#!/bin/busybox sh
+case "$1" in
+  deconfig) /bin/busybox ip addr flush dev "$interface"; /bin/busybox ip link set "$interface" up ;;
+  bound|renew)
+    /bin/busybox ip addr flush dev "$interface"
+    /bin/busybox ip addr add "$ip/\${mask:-24}" dev "$interface"
+    for r in $router; do /bin/busybox ip route replace default via "$r" dev "$interface"; break; done
+    ;;
+esac
+exit 0
+`;
+
+async function firstEthernet(): Promise<string | undefined> {
+  for (const name of (await readdir("/sys/class/net")).sort()) {
+    if (name === "lo") continue;
+    const type = (await readFile(`/sys/class/net/${name}/type`, "utf8").catch(() => "")).trim();
+    if (type === "1") return name;
+  }
+  return undefined;
+}
+
+async function model(): Promise<string> {
+  const read = (name: string): Promise<string> =>
+    readFile(`/sys/class/dmi/id/${name}`, "utf8").then((text) => text.trim(), () => "");
+  const [vendor, product] = await Promise.all([read("sys_vendor"), read("product_name")]);
+  if (/qemu/i.test(vendor) || /qemu|standard pc/i.test(product)) return "qemu";
+  return product || "unknown";
+}
+
+async function rebootUnit(paths: UnitPaths, next: NextBoot): Promise<void> {
+  await bb("sync", []).catch(() => undefined);
+  await bb("umount", [paths.perm]).catch((error: Error) => say(`umount /perm: ${error.message}`));
+  if (next.kexec) {
+    try {
+      const config = parseSyslinuxConfig((await readBootFile(paths.boot, bootFiles.config)).toString("utf8"));
+      const label = config.labels[next.slot];
+      if (!label) throw new Error(`syslinux.cfg has no label ${next.slot}`);
+      await copyBootFileOut(paths.boot, label.kernel, "/tmp/kexec-kernel");
+      const args = ["-l", "/tmp/kexec-kernel"];
+      if (label.initrd) {
+        await copyBootFileOut(paths.boot, label.initrd, "/tmp/kexec-initrd");
+        args.push("--initrd=/tmp/kexec-initrd");
+      }
+      const trial = next.trial ? ` rtr7.trial=${next.trialDeadlineMs ?? 600_000}` : "";
+      args.push(`--append=${label.append}${trial}`);
+      await execFileAsync("/usr/sbin/kexec", args, { timeout: 60_000 });
+      say(`kexec into slot ${next.slot}${next.trial ? " (trial)" : ""}`);
+      await execFileAsync("/usr/sbin/kexec", ["-e"], { timeout: 60_000 });
+    } catch (error) {
+      // The firmware path boots the committed slot: safe for a trial too (it
+      // just does not happen).
+      say(`kexec failed (${(error as Error).message}); rebooting through the firmware instead`);
+    }
+  }
+  await bb("reboot", ["-f"]);
+}
+
+export async function runUnitInit(): Promise<void> {
+  await mountQuietly("proc", "proc", "/proc");
+  await mountQuietly("sysfs", "sysfs", "/sys");
+  await mountQuietly("devtmpfs", "devtmpfs", "/dev");
+  await mountQuietly("tmpfs", "tmpfs", "/tmp", "mode=1777");
+  await mountQuietly("tmpfs", "tmpfs", "/run", "mode=0755");
+  process.env.PATH = "/usr/bin:/usr/sbin:/bin:/sbin";
+  await loadModules();
+  const cmdline = parseUnitCmdline(await readFile("/proc/cmdline", "utf8"));
+  const etc = "/etc/rtr7";
+  const build = await readBuildInfo(etc);
+  await writeFile("/proc/sys/kernel/hostname", build.hostname).catch(() => undefined);
+
+  const disk = await rootDisk();
+  const paths: UnitPaths = {
+    boot: partitionDevice(disk, 1),
+    roots: { a: partitionDevice(disk, 2), b: partitionDevice(disk, 3) },
+    mbr: disk,
+    perm: "/perm",
+    etc,
+    run: "/run/rtr7",
+  };
+  try {
+    await bb("mount", ["-t", "ext4", partitionDevice(disk, 4), "/perm"]);
+  } catch (error) {
+    say(`/perm did not mount (${(error as Error).message}); running with an empty /perm in memory`);
+    await mountQuietly("tmpfs", "tmpfs", "/perm");
+  }
+
+  await bb("ip", ["link", "set", "lo", "up"]).catch(() => undefined);
+  const configured = await configureInterfaces(paths.perm);
+  const extra: ServiceSpec[] = [];
+  let interfaceName = configured[0];
+  if (!interfaceName) {
+    interfaceName = await firstEthernet();
+    if (interfaceName) {
+      await writeFile("/run/udhcpc.script", dhcpScript, { mode: 0o755 });
+      extra.push({
+        name: "dhcp",
+        command: busybox,
+        args: ["udhcpc", "-f", "-i", interfaceName, "-s", "/run/udhcpc.script", "-x", `hostname:${build.hostname}`],
+      });
+      say(`no /perm/interfaces.json: DHCP on ${interfaceName}`);
+    }
+  }
+
+  const config: ServiceConfig = {
+    mode: "unit",
+    hostname: build.hostname,
+    version: build.version,
+    model: await model(),
+    slot: cmdline.slot,
+    trial: cmdline.trialDeadlineMs !== undefined,
+    address: "0.0.0.0",
+    ports: { ...unitPorts },
+    paths,
+    interfaceName,
+    bootedAtMs: Date.now() - Math.round(process.uptime() * 1000),
+  };
+  say(`${config.hostname} ${config.version} on slot ${config.slot}${config.trial ? " (trial)" : ""}`);
+  await runSuite({
+    config,
+    program: { node: process.execPath, init: process.argv[1] ?? "/rtr7/init" },
+    trialDeadlineMs: cmdline.trialDeadlineMs,
+    extraServices: extra,
+    log: createLogger({}).child({ subsystem: "init" }),
+    say,
+    reboot: (next) => rebootUnit(paths, next),
+  });
+  say(`up: update API :${unitPorts.update}, diagd :${unitPorts.diagd}, backupd :${unitPorts.backupd}`);
+}
