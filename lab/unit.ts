@@ -17,7 +17,12 @@ import { createInterface } from "node:readline";
 import { Rtr7Error } from "../lib/errors.js";
 import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
-import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../recovery-init/disk/layout.js";
+import {
+  partitionTableBytes,
+  planLayout,
+  diskIdentifier,
+  rootSlotBytes,
+} from "../recovery-init/disk/layout.js";
 import { readBootFile } from "../router/boot/boot-partition.js";
 import { bootFiles, parseSyslinuxConfig } from "../router/boot/syslinux-config.js";
 import type { NextBoot } from "../router/boot/boot-control.js";
@@ -49,7 +54,11 @@ async function exists(file: string): Promise<boolean> {
 }
 
 /** Fills a new unit directory from built images, checking each against the manifest, as a recovery would. */
-export async function prepareUnitDir(dir: string, hostname: string, imageDir: string | undefined): Promise<boolean> {
+export async function prepareUnitDir(
+  dir: string,
+  hostname: string,
+  imageDir: string | undefined,
+): Promise<boolean> {
   if (await exists(unitFile(dir))) return false;
   if (!imageDir)
     throw new Rtr7Error(
@@ -89,7 +98,8 @@ export async function prepareUnitDir(dir: string, hostname: string, imageDir: st
   await writeFile(paths.mbr, sector);
   await writeFile(
     unitFile(dir),
-    JSON.stringify({ hostname, created: new Date().toISOString(), from: path.resolve(imageDir) }, null, 2) + "\n",
+    JSON.stringify({ hostname, created: new Date().toISOString(), from: path.resolve(imageDir) }, null, 2) +
+      "\n",
   );
   return true;
 }
@@ -196,11 +206,15 @@ export async function startLabUnit(options: LabUnitOptions): Promise<LabUnit> {
         throw new Rtr7Error(
           "RTR7_ERR_LAB_UNIT",
           `boot ${options.hostname}: its committed slot ${slot} does not boot (${(error as Error).message})`,
-          { hint: "The unit is bricked as a real one would be: fill a new directory from images (--image-dir)." },
+          {
+            hint: "The unit is bricked as a real one would be: fill a new directory from images (--image-dir).",
+          },
         );
       return "panic";
     }
-    const node = (await exists(path.join(root, "bin", "node"))) ? path.join(root, "bin", "node") : process.execPath;
+    const node = (await exists(path.join(root, "bin", "node")))
+      ? path.join(root, "bin", "node")
+      : process.execPath;
     const args = [
       path.join(root, "rtr7", "init"),
       "supervisor",

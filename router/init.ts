@@ -27,11 +27,16 @@ const say = (line: string): void => void process.stdout.write(`rtr7 init: ${line
 
 async function bb(applet: string, args: string[], timeoutMs = 30_000): Promise<string> {
   try {
-    const { stdout } = await execFileAsync(busybox, [applet, ...args], { timeout: timeoutMs, encoding: "utf8" });
+    const { stdout } = await execFileAsync(busybox, [applet, ...args], {
+      timeout: timeoutMs,
+      encoding: "utf8",
+    });
     return stdout;
   } catch (error) {
     const failed = error as { stderr?: string; message: string };
-    throw new Error(`${applet} ${args.join(" ")}: ${failed.stderr?.trim() || failed.message}`, { cause: error });
+    throw new Error(`${applet} ${args.join(" ")}: ${failed.stderr?.trim() || failed.message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -141,7 +146,10 @@ async function firstEthernet(): Promise<string | undefined> {
 
 async function model(): Promise<string> {
   const read = (name: string): Promise<string> =>
-    readFile(`/sys/class/dmi/id/${name}`, "utf8").then((text) => text.trim(), () => "");
+    readFile(`/sys/class/dmi/id/${name}`, "utf8").then(
+      (text) => text.trim(),
+      () => "",
+    );
   const [vendor, product] = await Promise.all([read("sys_vendor"), read("product_name")]);
   if (/qemu/i.test(vendor) || /qemu|standard pc/i.test(product)) return "qemu";
   return product || "unknown";
@@ -215,7 +223,16 @@ export async function runUnitInit(): Promise<void> {
       extra.push({
         name: "dhcp",
         command: busybox,
-        args: ["udhcpc", "-f", "-i", interfaceName, "-s", "/run/udhcpc.script", "-x", `hostname:${build.hostname}`],
+        args: [
+          "udhcpc",
+          "-f",
+          "-i",
+          interfaceName,
+          "-s",
+          "/run/udhcpc.script",
+          "-x",
+          `hostname:${build.hostname}`,
+        ],
       });
       say(`no /perm/interfaces.json: DHCP on ${interfaceName}`);
     }

@@ -43,7 +43,9 @@ if (command === "service") {
   } catch (error) {
     // PID 1 exiting panics the kernel, and panic=10 reboots into the
     // committed slot: the one safe way out of a broken start.
-    console.error(`rtr7 init: FAILED: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    console.error(
+      `rtr7 init: FAILED: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+    );
     process.exit(1);
   }
 } else {

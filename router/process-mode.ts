@@ -70,7 +70,9 @@ export async function runProcessMode(argv: string[], init: string): Promise<void
     interfaceName: interfaceHolding(values.address),
     bootedAtMs: Date.now(),
   };
-  say(`${config.hostname} ${config.version} on slot ${config.slot}${config.trial ? " (trial)" : ""}, pid ${process.pid}`);
+  say(
+    `${config.hostname} ${config.version} on slot ${config.slot}${config.trial ? " (trial)" : ""}, pid ${process.pid}`,
+  );
   const suite = await runSuite({
     config,
     program: { node: process.execPath, init },

@@ -64,7 +64,10 @@ async function extraServices(config: ServiceConfig, log: Logger): Promise<Servic
       command.length === 0 ||
       !command.every((part) => typeof part === "string")
     ) {
-      log.error({ entry, file }, `${file}: want {"name": "...", "command": ["program", "arg", ...]}; skipped.`);
+      log.error(
+        { entry, file },
+        `${file}: want {"name": "...", "command": ["program", "arg", ...]}; skipped.`,
+      );
       continue;
     }
     const [program, ...args] = command as string[];
@@ -76,7 +79,10 @@ async function extraServices(config: ServiceConfig, log: Logger): Promise<Servic
 export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
   const { config, log } = options;
   await mkdir(config.paths.run, { recursive: true });
-  const supervisor = new Supervisor({ runDirectory: config.paths.run, log: log.child({ subsystem: "supervisor" }) });
+  const supervisor = new Supervisor({
+    runDirectory: config.paths.run,
+    log: log.child({ subsystem: "supervisor" }),
+  });
 
   const settled = await settleTrialRecord(config.paths, config);
   if (settled.rolledBackFrom) {
@@ -97,11 +103,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
     args: [options.program.init, "service", name],
     env,
   }));
-  supervisor.start([
-    ...(options.extraServices ?? []),
-    ...builtIn,
-    ...(await extraServices(config, log)),
-  ]);
+  supervisor.start([...(options.extraServices ?? []), ...builtIn, ...(await extraServices(config, log))]);
 
   let deadline: NodeJS.Timeout | undefined;
   let rebooting = false;
@@ -156,14 +158,19 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
 
   if (config.trial) {
     const ms = options.trialDeadlineMs ?? defaultTrialDeadlineMs;
-    options.say(`slot ${config.slot} runs on trial: commit within ${Math.round(ms / 1000)} s or it falls back`);
+    options.say(
+      `slot ${config.slot} runs on trial: commit within ${Math.round(ms / 1000)} s or it falls back`,
+    );
     deadline = setTimeout(() => {
       void boot.committedSlot().then(
         (committed) => {
-          options.say(`no commit within ${Math.round(ms / 1000)} s: rebooting into committed slot ${committed}`);
+          options.say(
+            `no commit within ${Math.round(ms / 1000)} s: rebooting into committed slot ${committed}`,
+          );
           return rebootInto({ slot: committed, trial: false, kexec: false });
         },
-        (error: unknown) => log.error({ err: error }, "Cannot read the committed slot at the trial deadline."),
+        (error: unknown) =>
+          log.error({ err: error }, "Cannot read the committed slot at the trial deadline."),
       );
     }, ms);
   }

@@ -82,7 +82,11 @@ export class Supervisor {
 
   start(specs: ServiceSpec[]): void {
     for (const spec of specs) {
-      const entry: Supervised = { spec, status: { name: spec.name, state: "starting", restarts: 0 }, quickFailures: 0 };
+      const entry: Supervised = {
+        spec,
+        status: { name: spec.name, state: "starting", restarts: 0 },
+        quickFailures: 0,
+      };
       this.supervised.set(spec.name, entry);
       this.launch(entry);
     }
@@ -199,15 +203,14 @@ export class Supervisor {
         child.kill("SIGTERM");
         const exited = entry.exited;
         waits.push(
-          Promise.race([
-            exited,
-            new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
-          ]).then(async () => {
-            if (entry.child) {
-              entry.child.kill("SIGKILL");
-              await exited;
-            }
-          }),
+          Promise.race([exited, new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref())]).then(
+            async () => {
+              if (entry.child) {
+                entry.child.kill("SIGKILL");
+                await exited;
+              }
+            },
+          ),
         );
       }
     }
