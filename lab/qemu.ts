@@ -9,8 +9,10 @@ export interface QemuUnitOptions {
   /** How the disk is attached: IDE (default) or virtio (faster under emulation). */
   diskInterface?: "ide" | "virtio";
   memoryMiB?: number;
-  /** "network": network only. "menu": disk first, boot menu enabled. */
-  boot: "network" | "menu";
+  /** "network": network only. "menu": disk first, boot menu enabled. "disk": the disk only. */
+  boot: "network" | "menu" | "disk";
+  /** Let the guest reboot (a unit falling back to its committed slot) instead of QEMU exiting. */
+  allowReboot?: boolean;
   /**
    * Serial console on a unix socket that something (socat bridging it to a
    * pty) already listens on; QEMU connects to it at start.
@@ -23,7 +25,7 @@ export function qemuUnitArgs(options: QemuUnitOptions): string[] {
     "-m",
     String(options.memoryMiB ?? 512),
     "-nographic",
-    "-no-reboot",
+    ...(options.allowReboot ? [] : ["-no-reboot"]),
     "-netdev",
     `tap,id=n0,ifname=${options.tap},script=no,downscript=no`,
     "-device",
@@ -32,6 +34,7 @@ export function qemuUnitArgs(options: QemuUnitOptions): string[] {
   if (options.disk)
     args.push("-drive", `file=${options.disk},format=raw,if=${options.diskInterface ?? "ide"}`);
   if (options.boot === "network") args.push("-boot", "order=n");
+  else if (options.boot === "disk") args.push("-boot", "order=c");
   else args.push("-boot", "menu=on,order=c,splash-time=5000");
   if (options.serialSocket) {
     // -nographic stays: it is what makes SeaBIOS print to the serial port.
@@ -56,4 +59,19 @@ export function hangingBootSector(): Buffer {
  */
 export function recoveryUnitArgs(options: { tap: string; disk: string; mac?: string }): string[] {
   return qemuUnitArgs({ ...options, boot: "network", diskInterface: "virtio", memoryMiB: 1024 });
+}
+
+/**
+ * A unit booting from its own disk (boot.img, a root slot and /perm, as a
+ * recovery or `dd` left them): virtio disk, 1 GiB for node, and reboots
+ * allowed, since falling back to the committed slot is a firmware reboot.
+ */
+export function diskUnitArgs(options: { tap: string; disk: string; mac?: string }): string[] {
+  return qemuUnitArgs({
+    ...options,
+    boot: "disk",
+    diskInterface: "virtio",
+    memoryMiB: 1024,
+    allowReboot: true,
+  });
 }

@@ -1,0 +1,41 @@
+// Unit images for tests, built with `rtr7 image build`'s code into a
+// scratch directory: one build per (hostname, version, additions) per test
+// process, shared by the tests of a file.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { buildUnitImages } from "../../updates/image/build.js";
+
+const built = new Map<string, Promise<string>>();
+const made: string[] = [];
+
+/** A directory holding mbr.img, boot.img, root.img and manifest.json. */
+export function unitImages(options: {
+  hostname: string;
+  version: string;
+  add?: { source: string; destination: string }[];
+}): Promise<string> {
+  const key = JSON.stringify(options);
+  let dir = built.get(key);
+  if (!dir) {
+    dir = (async () => {
+      const out = await mkdtemp(path.join(tmpdir(), `rtr7-images-${options.version}-`));
+      made.push(out);
+      await buildUnitImages({
+        outDir: out,
+        hostname: options.hostname,
+        version: options.version,
+        add: options.add,
+      });
+      return out;
+    })();
+    built.set(key, dir);
+  }
+  return dir;
+}
+
+/** Removes every image directory built so far (call from an after hook). */
+export async function removeUnitImages(): Promise<void> {
+  await Promise.all(made.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
+  built.clear();
+}
