@@ -28,6 +28,8 @@ export interface BootControl {
   testboot(slot: Slot, options?: { deadlineMs?: number }): Promise<void>;
   /** POST /update/commit: the running slot becomes the default; the trial ends. */
   commit(): Promise<Slot>;
+  /** Throws (RTR7_ERR_UPDATE_REQUEST) when a reboot with these options cannot be done; the API asks before it replies. */
+  checkReboot(options: RebootOptions): Promise<void>;
   /** POST /reboot: stops the services, unmounts /perm, reboots (returns once the reboot is under way). */
   reboot(options: RebootOptions): Promise<void>;
   /**
@@ -116,7 +118,17 @@ export class SyslinuxBootControl implements BootControl {
     return slot;
   }
 
+  async checkReboot(options: RebootOptions): Promise<void> {
+    await this.nextBoot(options);
+  }
+
   async reboot(options: RebootOptions): Promise<void> {
+    const next = await this.nextBoot(options);
+    if (next.trial) await writeTrialRecord(this.options.paths, next);
+    await this.options.rebooter(next);
+  }
+
+  private async nextBoot(options: RebootOptions): Promise<NextBoot> {
     const pending = this.pending;
     if (pending && !options.kexec) {
       throw new Rtr7Error(
@@ -126,11 +138,9 @@ export class SyslinuxBootControl implements BootControl {
         { hint: "Reboot with kexec (the default), or use POST /update/switch for a permanent change." },
       );
     }
-    const next: NextBoot = pending
+    return pending
       ? { slot: pending.slot, trial: true, trialDeadlineMs: pending.deadlineMs, kexec: true }
       : { slot: await this.committedSlot(), trial: false, kexec: options.kexec };
-    if (next.trial) await writeTrialRecord(this.options.paths, next);
-    await this.options.rebooter(next);
   }
 
   async keepDefault(committed: Slot): Promise<void> {

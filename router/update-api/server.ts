@@ -1,0 +1,360 @@
+// The unit's update API (fastify), wire-compatible with gokrazy's update
+// protocol so gokrazy's updater and gok work against it unchanged:
+//   GET  /update/features                 "partuuid,updatehash," (JSON with Accept: application/json)
+//   PUT  /update/root|boot|bootonly|mbr   body → target; reply = lowercase hex hash, nothing else
+//   POST /update/switch|testboot|commit   BootControl, after checking the inactive slot is bootable
+//   POST /reboot                          reply 200, then BootControl.reboot
+//   GET  /                                status page
+// Every route needs HTTP Basic auth (user gokrazy); a failed check is
+// answered before any body byte is read, and without "100 Continue". One
+// update at a time: an upload, switch, testboot, commit or reboot while
+// another runs gets 409 at once, its body unread. Wrong methods get 400, as
+// gokrazy answers them (its clients and scripts see the same status); the
+// Allow header names the right one. The caller listens; fastify's own logger
+// is off, and nothing here logs a header, so neither the password nor the
+// Authorization header ever reaches a log.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { formatBytes, type Logger } from "../../lib/log.js";
+import type { BootControl } from "../boot/boot-control.js";
+import { otherSlot, type Slot, type UnitPaths } from "../unit.js";
+import { basicAuthChecker, basicRealm } from "./basic-auth.js";
+import { HttpRtr7Error, asRtr7Error, errorBody, httpStatusFor, wantsJson } from "./http-errors.js";
+import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
+import { checkBootable, readSlotStates } from "./slot-state.js";
+import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
+import {
+  uploadBoot,
+  uploadMbr,
+  uploadRoot,
+  type UploadContext,
+  type UploadOutcome,
+  type UploadRequest,
+} from "./uploads.js";
+import { hashHeader, readSmallBody, requestedHashAlgorithm } from "./write-target.js";
+
+export const updateFeatures = "partuuid,updatehash,";
+
+export interface UpdateEvent {
+  kind: "upload" | "switch" | "testboot" | "commit" | "reboot";
+  /** upload: "root", "boot", "bootonly" or "mbr"; switch/testboot/commit: the slot. */
+  target?: string;
+  ok: boolean;
+  message?: string;
+}
+
+export interface UpdateApiDeps {
+  paths: UnitPaths;
+  boot: BootControl;
+  password: string;
+  /** Where the caller listens, for the status page. */
+  address?: string;
+  log: Logger;
+  /** Each upload, switch, testboot, commit and reboot, when it has ended (the supervisor counts them). */
+  onEvent?: (event: UpdateEvent) => void;
+  statusPage?: () => Promise<StatusPageInfo>;
+  /** An upload that sends nothing for this long is ended as truncated (default 60 s). */
+  uploadIdleTimeoutMs?: number;
+  now?: () => Date;
+}
+
+type UploadKind = "root" | "boot" | "bootonly" | "mbr";
+
+const uploads: Record<
+  UploadKind,
+  (context: UploadContext, request: UploadRequest) => Promise<UploadOutcome>
+> = {
+  root: uploadRoot,
+  boot: uploadBoot,
+  bootonly: uploadBoot,
+  mbr: uploadMbr,
+};
+
+const rebootFormLimit = 4096;
+
+/** Held by the one update step that runs; everything else that changes the unit is turned away. */
+class UpdateLock {
+  private holder: string | undefined;
+
+  get busyWith(): string | undefined {
+    return this.holder;
+  }
+
+  acquire(what: string): void {
+    if (this.holder !== undefined) {
+      throw new Rtr7Error("RTR7_ERR_UPDATE_BUSY", `${what}: refused, ${this.holder} is in progress`);
+    }
+    this.holder = what;
+  }
+
+  release(): void {
+    this.holder = undefined;
+  }
+}
+
+export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
+  const log = deps.log.child({ subsystem: "update-api" });
+  const authorized = basicAuthChecker(deps.password);
+  const lock = new UpdateLock();
+  const now = deps.now ?? (() => new Date());
+  const context: UploadContext = { paths: deps.paths, boot: deps.boot, log, now };
+  const idleTimeoutMs = deps.uploadIdleTimeoutMs ?? 60_000;
+  const app = Fastify({ logger: false, return503OnClosing: true });
+
+  const emit = (event: UpdateEvent): void => {
+    try {
+      deps.onEvent?.(event);
+    } catch (error) {
+      log.error({ err: error }, "an update event listener failed");
+    }
+  };
+
+  // Uploads arrive as a raw stream of any content type (or none), read by the
+  // route itself, never buffered by fastify and so never under its body limit.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", (_request, _payload, done) => done(null, undefined));
+
+  // "Expect: 100-continue" (curl sends it for larger uploads): the body is
+  // invited only when a route is about to read it, so a request refused
+  // first (no credentials, busy, too large, wrong method) is answered with
+  // its final status and its body is never sent.
+  const awaitingContinue = new WeakSet<IncomingMessage>();
+  app.server.on("checkContinue", (request: IncomingMessage, response: ServerResponse) => {
+    awaitingContinue.add(request);
+    app.server.emit("request", request, response);
+  });
+  const inviteBody = (request: FastifyRequest, reply: FastifyReply) => (): void => {
+    if (awaitingContinue.delete(request.raw)) reply.raw.writeContinue();
+  };
+
+  /** The urlencoded form of a POST: its query and (when sent as a form) its small body. */
+  const readForm = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    what: string,
+  ): Promise<{ query: string; body: string }> => {
+    const query = request.url.includes("?") ? request.url.slice(request.url.indexOf("?") + 1) : "";
+    const isForm = /^application\/x-www-form-urlencoded\b/i.test(request.headers["content-type"] ?? "");
+    const body = isForm
+      ? await readSmallBody(request.raw, {
+          maxBytes: rebootFormLimit,
+          what,
+          expectedLength: contentLength(request),
+          idle: { timeoutMs: idleTimeoutMs, onTimeout: () => request.raw.socket.destroy() },
+          beforeRead: inviteBody(request, reply),
+        })
+      : Buffer.alloc(0);
+    return { query, body: body.toString("utf8") };
+  };
+
+  const sendError = (request: FastifyRequest, reply: FastifyReply, thrown: unknown): FastifyReply => {
+    const error = asRtr7Error(thrown, `${request.method} ${request.url.split("?")[0]}`);
+    const status = httpStatusFor(error);
+    const { contentType, body } = errorBody(error, wantsJson(request.headers.accept));
+    // A body that was not read (or not to its end) must not be taken for the next request.
+    if (!request.raw.complete) void reply.header("connection", "close");
+    const line = { peer: request.ip, method: request.method, url: request.url, status, code: error.code };
+    if (status >= 500)
+      log.error({ ...line, err: thrown }, `${request.method} ${request.url}: ${error.message}`);
+    else log.warn(line, `${request.method} ${request.url}: ${error.message}`);
+    return reply.code(status).type(contentType).send(body);
+  };
+
+  app.addHook("onRequest", async (request, reply) => {
+    if (authorized(request.headers.authorization)) return;
+    void reply.header("www-authenticate", `Basic realm="${basicRealm}"`);
+    return sendError(
+      request,
+      reply,
+      new HttpRtr7Error(
+        401,
+        "RTR7_ERR_UPDATE_AUTH",
+        `${request.method} ${request.url.split("?")[0]}: ${request.headers.authorization === undefined ? "no credentials" : "wrong credentials"} (HTTP Basic, user gokrazy)`,
+      ),
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => sendError(request, reply, error));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      request,
+      reply,
+      new HttpRtr7Error(
+        404,
+        "RTR7_ERR_UPDATE_REQUEST",
+        `${request.method} ${request.url}: no such endpoint`,
+        {
+          hint: "The update API serves /update/features, /update/{root,boot,bootonly,mbr} (PUT), /update/{switch,testboot,commit} and /reboot (POST), and / (the status page).",
+        },
+      ),
+    ),
+  );
+
+  const requireMethod = (request: FastifyRequest, reply: FastifyReply, method: "PUT" | "POST"): void => {
+    if (request.method === method) return;
+    void reply.header("allow", method);
+    throw new HttpRtr7Error(
+      400,
+      "RTR7_ERR_UPDATE_REQUEST",
+      `${request.method} ${request.url.split("?")[0]}: expected a ${method} request`,
+    );
+  };
+
+  const inactiveSlot = (): Slot => otherSlot(deps.boot.running().slot);
+
+  app.all("/update/features", (request, reply) => {
+    if (wantsJson(request.headers.accept)) {
+      return reply.type("application/json").send({ features: updateFeatures, EEPROM: null });
+    }
+    return reply.type("text/plain; charset=utf-8").send(updateFeatures);
+  });
+
+  for (const kind of Object.keys(uploads) as UploadKind[]) {
+    const url = `/update/${kind}`;
+    app.all(url, async (request, reply) => {
+      requireMethod(request, reply, "PUT");
+      lock.acquire(`PUT ${url}`);
+      const peer = request.ip;
+      try {
+        const outcome = await uploads[kind](context, {
+          source: request.raw,
+          algorithm: requestedHashAlgorithm(request.headers[hashHeader]),
+          contentLength: contentLength(request),
+          idle: { timeoutMs: idleTimeoutMs, onTimeout: () => request.raw.socket.destroy() },
+          beforeRead: inviteBody(request, reply),
+        });
+        const notes = outcome.notes.length > 0 ? ` (${outcome.notes.join("; ")})` : "";
+        log.info(
+          { peer, event: "upload", target: kind, bytes: outcome.bytes, hash: outcome.hash },
+          `${url}: wrote ${formatBytes(outcome.bytes)} to ${outcome.target}${notes}`,
+        );
+        emit({
+          kind: "upload",
+          target: kind,
+          ok: true,
+          message: `${outcome.target}: ${outcome.bytes} bytes${notes}`,
+        });
+        // Only the hex digits: gokrazy's updater hex-decodes the whole body.
+        return reply.type("text/plain; charset=utf-8").send(outcome.hash);
+      } catch (error) {
+        emit({ kind: "upload", target: kind, ok: false, message: describeError(error) });
+        throw error;
+      } finally {
+        lock.release();
+      }
+    });
+  }
+
+  const bootAction = (
+    url: string,
+    kind: "switch" | "testboot" | "commit",
+    act: (request: FastifyRequest, reply: FastifyReply) => Promise<{ slot: Slot; message: string }>,
+  ): void => {
+    app.all(url, async (request, reply) => {
+      requireMethod(request, reply, "POST");
+      lock.acquire(`POST ${url}`);
+      try {
+        const { slot, message } = await act(request, reply);
+        log.info({ peer: request.ip, event: kind, slot }, `${url}: ${message}`);
+        emit({ kind, target: slot, ok: true, message });
+        if (wantsJson(request.headers.accept)) return reply.send({ ok: true, slot, message });
+        return reply.type("text/plain; charset=utf-8").send(`${message}\n`);
+      } catch (error) {
+        emit({ kind, ok: false, message: describeError(error) });
+        throw error;
+      } finally {
+        lock.release();
+      }
+    });
+  };
+
+  bootAction("/update/switch", "switch", async () => {
+    const slot = inactiveSlot();
+    await checkBootable(deps.paths, slot);
+    await deps.boot.switchTo(slot);
+    return { slot, message: `slot ${slot} is now the default: the next boot runs it` };
+  });
+  bootAction("/update/testboot", "testboot", async (request, reply) => {
+    const { query, body } = await readForm(request, reply, "POST /update/testboot form");
+    const deadlineMs = parseTestbootForm(query, body);
+    const slot = inactiveSlot();
+    await checkBootable(deps.paths, slot);
+    await deps.boot.testboot(slot, { deadlineMs });
+    const within = deadlineMs === undefined ? "" : ` within ${Math.round(deadlineMs / 1000)} s`;
+    return {
+      slot,
+      message: `the next reboot runs slot ${slot} once, on trial; commit it${within} once it is healthy`,
+    };
+  });
+  bootAction("/update/commit", "commit", async () => {
+    const slot = await deps.boot.commit();
+    return { slot, message: `slot ${slot} is committed` };
+  });
+
+  app.all("/reboot", async (request, reply) => {
+    requireMethod(request, reply, "POST");
+    lock.acquire("POST /reboot");
+    let form;
+    try {
+      const { query, body } = await readForm(request, reply, "POST /reboot form");
+      form = parseRebootForm(query, body);
+      await deps.boot.checkReboot({ kexec: form.kexec });
+    } catch (error) {
+      lock.release();
+      throw error;
+    }
+    const { kexec } = form;
+    log.info(
+      { peer: request.ip, event: "reboot", kexec, async: form.async, waitPerSignalMs: form.waitPerSignalMs },
+      `/reboot: rebooting${kexec ? " with kexec" : " through the firmware"}`,
+    );
+    // The reply goes out first: rebooting stops this service too. The lock
+    // stays held while the reboot is under way, so no update can start
+    // behind it; it is released only when the reboot fails.
+    reply.raw.once("close", () => {
+      deps.boot.reboot({ kexec }).then(
+        () => emit({ kind: "reboot", ok: true, message: kexec ? "kexec" : "firmware" }),
+        (error: unknown) => {
+          log.error({ err: error }, `/reboot: the reboot failed: ${describeError(error)}`);
+          emit({ kind: "reboot", ok: false, message: describeError(error) });
+          lock.release();
+        },
+      );
+    });
+    return reply.type("text/plain; charset=utf-8").send(`rebooting (kexec ${kexec ? "on" : "off"})\n`);
+  });
+
+  app.get("/", async (request, reply) => {
+    const facts = await statusFacts(deps);
+    if (wantsJson(request.headers.accept))
+      return reply.send({ ...facts, address: deps.address, busy: lock.busyWith });
+    return reply.type("text/html; charset=utf-8").send(renderStatusPage(facts));
+  });
+
+  return app;
+}
+
+function contentLength(request: FastifyRequest): number | undefined {
+  const header = request.headers["content-length"];
+  if (header === undefined || request.headers["transfer-encoding"] !== undefined) return undefined;
+  const value = Number(header);
+  return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+}
+
+async function statusFacts(deps: UpdateApiDeps): Promise<StatusFacts> {
+  let info: StatusPageInfo = {};
+  let statusError: string | undefined;
+  try {
+    info = (await deps.statusPage?.()) ?? {};
+  } catch (error) {
+    statusError = describeError(error);
+  }
+  const committed = await deps.boot
+    .committedSlot()
+    .catch((error: unknown) => ({ error: describeError(error) }));
+  const slots = await readSlotStates(deps.paths.perm).catch((error: unknown) => ({
+    error: describeError(error),
+  }));
+  return { ...info, running: deps.boot.running(), committed, slots, ...(statusError ? { statusError } : {}) };
+}
