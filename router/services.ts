@@ -12,6 +12,10 @@ export interface RunningService {
 
 export type ServiceMain = (config: ServiceConfig, log: Logger) => Promise<RunningService>;
 
-export const services: Record<string, () => Promise<ServiceMain>> = {};
+export const services: Record<string, () => Promise<ServiceMain>> = {
+  diagd: async () => (await import("./diagd/server.js")).diagdMain,
+  backupd: async () => (await import("./backupd/server.js")).backupdMain,
+  mdns: async () => (await import("./mdns/announce.js")).announceMain,
+};
 
 export const serviceNames = (): string[] => Object.keys(services);

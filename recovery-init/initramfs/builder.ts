@@ -94,7 +94,8 @@ export function defaultEntry(): string {
   return fileURLToPath(new URL("../main.js", import.meta.url));
 }
 
-async function binaryWithLibraries(
+/** `hostPath` (resolved) at `destination`, mode 0755, and its shared libraries at their host paths. */
+export async function binaryWithLibraries(
   tree: InitramfsTree,
   destination: string,
   hostPath: string,

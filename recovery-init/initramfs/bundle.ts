@@ -5,14 +5,15 @@
 // node 20.19 and 22.7); an ES module is what allows top-level await. So the
 // node that goes into the initramfs is probed, and an older one gets a
 // CommonJS bundle instead (which works as long as the entry has no
-// top-level await).
+// top-level await). bundleNodeProgram does the same for any entry (the
+// unit's /rtr7/init in the root image); bundleRecoveryInit names recovery-init.
 import { execFile } from "node:child_process";
 import { access, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { build, type BuildFailure } from "esbuild";
-import { Rtr7Error } from "../../lib/errors.js";
+import { Rtr7Error, type ErrorCode } from "../../lib/errors.js";
 
 const run = promisify(execFile);
 
@@ -62,14 +63,35 @@ const esmRequireBanner =
   'import { createRequire as __rtr7CreateRequire } from "node:module";\n' +
   "const require = __rtr7CreateRequire(import.meta.url);";
 
-/** The executable text of /rtr7-recovery-init. */
-export async function bundleRecoveryInit(entry: string, format: BundleFormat): Promise<Buffer> {
+/** What bundleNodeProgram says in its errors, and the name esbuild gives the output. */
+export interface NodeProgramBundle {
+  /** What is bundled, for messages: "recovery-init", "the router suite". */
+  what: string;
+  /** The output file name esbuild works with (nothing is written). */
+  outfile: string;
+  /** Catalogue code of a failed bundle. */
+  errorCode: ErrorCode;
+  /** Hint when the entry file does not exist (usually: build first). */
+  missingEntryHint: string;
+  /** Where the bundle goes, for the hint about old nodes: "the initramfs", "the root image". */
+  into: string;
+}
+
+/**
+ * `entry` and everything it imports as one executable file for the node at
+ * /bin/node: `#!/bin/node`, then the bundle.
+ */
+export async function bundleNodeProgram(
+  entry: string,
+  format: BundleFormat,
+  program: NodeProgramBundle,
+): Promise<Buffer> {
   try {
     await access(entry);
   } catch (cause) {
-    throw new Rtr7Error("RTR7_ERR_FILE_MISSING", `bundle recovery-init: no entry file ${entry}`, {
+    throw new Rtr7Error("RTR7_ERR_FILE_MISSING", `bundle ${program.what}: no entry file ${entry}`, {
       cause,
-      hint: "Run `npm run build` first, which compiles recovery-init/main.ts to dist/recovery-init/main.js.",
+      hint: program.missingEntryHint,
     });
   }
   let code: Uint8Array;
@@ -81,7 +103,7 @@ export async function bundleRecoveryInit(entry: string, format: BundleFormat): P
       format,
       target: "node20",
       write: false,
-      outfile: "rtr7-recovery-init.js",
+      outfile: program.outfile,
       // Comments in the bundle name files relative to this directory; fixing
       // it keeps the bytes (and so the cache key) independent of the cwd.
       absWorkingDir: path.dirname(path.resolve(entry)),
@@ -96,21 +118,29 @@ export async function bundleRecoveryInit(entry: string, format: BundleFormat): P
     const first = errors[0];
     const where = first?.location ? ` at ${first.location.file}:${first.location.line}` : "";
     const why = first ? `${first.text}${where}` : String(cause);
-    throw new Rtr7Error(
-      "RTR7_ERR_INITRAMFS_BUILD",
-      `bundle recovery-init from ${entry} (${format}): ${why}`,
-      {
-        cause,
-        hint:
-          format === "cjs" && /top-level await/i.test(why)
-            ? "The node going into the initramfs is older than 20.19 and cannot run an ES module bundle: give the builder a newer node, or avoid top-level await in recovery-init."
-            : undefined,
-      },
-    );
+    throw new Rtr7Error(program.errorCode, `bundle ${program.what} from ${entry} (${format}): ${why}`, {
+      cause,
+      hint:
+        format === "cjs" && /top-level await/i.test(why)
+          ? `The node going into ${program.into} is older than 20.19 and cannot run an ES module bundle: give the builder a newer node, or avoid top-level await in ${program.what}.`
+          : undefined,
+    });
   }
   // The entry's own hashbang (if any) names the workstation's node; the
   // unit's node is at /bin/node.
   let text = Buffer.from(code).toString("utf8");
   if (text.startsWith("#!")) text = text.slice(text.indexOf("\n") + 1);
   return Buffer.from(`#!${initInterpreter}\n${text}`);
+}
+
+/** The executable text of /rtr7-recovery-init. */
+export async function bundleRecoveryInit(entry: string, format: BundleFormat): Promise<Buffer> {
+  return bundleNodeProgram(entry, format, {
+    what: "recovery-init",
+    outfile: "rtr7-recovery-init.js",
+    errorCode: "RTR7_ERR_INITRAMFS_BUILD",
+    into: "the initramfs",
+    missingEntryHint:
+      "Run `npm run build` first, which compiles recovery-init/main.ts to dist/recovery-init/main.js.",
+  });
 }

@@ -72,6 +72,7 @@ export class SyslinuxBootControl implements BootControl {
     },
   ) {
     this.trial = options.trial;
+    return Promise.resolve();
   }
 
   running(): { slot: Slot; trial: boolean } {
@@ -98,7 +99,7 @@ export class SyslinuxBootControl implements BootControl {
     this.options.log.info({ slot }, `Switched: slot ${slot} is now the default boot.`);
   }
 
-  async testboot(slot: Slot, options: { deadlineMs?: number } = {}): Promise<void> {
+  testboot(slot: Slot, options: { deadlineMs?: number } = {}): Promise<void> {
     const deadlineMs = options.deadlineMs ?? defaultTrialDeadlineMs;
     this.pending = { slot, deadlineMs };
     this.options.log.info(
