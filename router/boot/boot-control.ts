@@ -72,7 +72,6 @@ export class SyslinuxBootControl implements BootControl {
     },
   ) {
     this.trial = options.trial;
-    return Promise.resolve();
   }
 
   running(): { slot: Slot; trial: boolean } {
@@ -106,6 +105,7 @@ export class SyslinuxBootControl implements BootControl {
       { slot, deadlineMs },
       `The next reboot runs slot ${slot} once, on trial; without a commit within ${Math.round(deadlineMs / 1000)} s it falls back.`,
     );
+    return Promise.resolve();
   }
 
   async commit(): Promise<Slot> {
