@@ -103,6 +103,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
     args: [options.program.init, "service", name],
     env,
   }));
+  supervisor.setBoot({ slot: config.slot, trial: config.trial });
   supervisor.start([...(options.extraServices ?? []), ...builtIn, ...(await extraServices(config, log))]);
 
   let deadline: NodeJS.Timeout | undefined;
@@ -131,6 +132,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
     onCommit: () => {
       if (deadline) clearTimeout(deadline);
       deadline = undefined;
+      supervisor.setBoot({ slot: config.slot, trial: false });
       options.say(`slot ${config.slot} committed`);
     },
   });

@@ -18,6 +18,8 @@ export interface ServiceStatus {
 }
 
 export interface SupervisorState {
+  /** The running slot, and whether it is still on trial (false from the commit on). */
+  boot?: { slot: "a" | "b"; trial: boolean };
   services: ServiceStatus[];
   counters: {
     /** Root/boot/mbr uploads completed since boot. */

@@ -63,6 +63,7 @@ export class Supervisor {
   readonly logs = new RingBuffer<LogLine>(2000);
   readonly counters: SupervisorState["counters"] = { updates: 0, failedUpdates: 0, rollbacks: 0 };
   private readonly supervised = new Map<string, Supervised>();
+  private boot: SupervisorState["boot"];
   private stopping = false;
   private writing: Promise<void> = Promise.resolve();
 
@@ -93,8 +94,15 @@ export class Supervisor {
     this.saveState();
   }
 
+  /** Records the running slot and whether it is on trial, for the services to read. */
+  setBoot(boot: NonNullable<SupervisorState["boot"]>): void {
+    this.boot = { ...boot };
+    this.saveState();
+  }
+
   state(): SupervisorState {
     return {
+      ...(this.boot ? { boot: { ...this.boot } } : {}),
       services: [...this.supervised.values()].map((entry) => ({ ...entry.status })),
       counters: { ...this.counters },
     };
