@@ -90,7 +90,8 @@ export const errorCatalogue = {
   RTR7_ERR_UPDATE_AUTH:
     "Use user gokrazy and the unit's password from /perm/gokr-pw.txt (kept on the workstation in ~/.config/gokrazy/hosts/HOST/http-password.txt).",
   RTR7_ERR_UPDATE_BUSY: "Another update is running on the unit: wait for it to finish, then try again.",
-  RTR7_ERR_UPDATE_REQUEST: "Send the request as the update protocol says (PUT for uploads, POST for switch, testboot, commit and reboot).",
+  RTR7_ERR_UPDATE_REQUEST:
+    "Send the request as the update protocol says (PUT for uploads, POST for switch, testboot, commit and reboot).",
   RTR7_ERR_UPDATE_TRUNCATED:
     "The upload ended before its end: the slot is marked invalid; upload the image again before switch or testboot.",
   RTR7_ERR_SLOT_INVALID:

@@ -70,8 +70,8 @@ async function extraServices(config: ServiceConfig, log: Logger): Promise<Servic
       );
       continue;
     }
-    const [program, ...args] = command as string[];
-    specs.push({ name: entry.name, command: program as string, args });
+    const [program = "", ...args] = command;
+    specs.push({ name: entry.name, command: program, args });
   }
   return specs;
 }
@@ -124,9 +124,10 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
     paths: config.paths,
     slot: config.slot,
     trial: config.trial,
-    rebooter: async (next) => {
+    rebooter: (next) => {
       // Reply first (the client waits for it), then reboot.
       setImmediate(() => void rebootInto(next));
+      return Promise.resolve();
     },
     log: log.child({ subsystem: "boot" }),
     onCommit: () => {
@@ -148,13 +149,14 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
       else supervisor.counters.failedUpdates += 1;
       supervisor.countersChanged();
     },
-    statusPage: async () => ({
-      hostname: config.hostname,
-      version: config.version,
-      slot: config.slot,
-      trial: boot.running().trial,
-      ...supervisor.state(),
-    }),
+    statusPage: () =>
+      Promise.resolve({
+        hostname: config.hostname,
+        version: config.version,
+        slot: config.slot,
+        trial: boot.running().trial,
+        ...supervisor.state(),
+      }),
   });
   await api.listen({ host: config.address, port: config.ports.update });
 

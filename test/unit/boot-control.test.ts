@@ -64,8 +64,9 @@ function control(paths: UnitPaths, slot: Slot, trial: boolean, reboots: NextBoot
     slot,
     trial,
     log: silentLogger(),
-    rebooter: async (next) => {
+    rebooter: (next) => {
       reboots.push(next);
+      return Promise.resolve();
     },
   });
 }

@@ -1,0 +1,384 @@
+// `rtr7 image build` with the real tools: two builds of the same inputs (one
+// through the library, one through the CLI with --json) are byte-identical;
+// root.img holds the paths the unit relies on and every --add; boot.img is a
+// 100 MiB FAT with syslinux, the kernel, the boot initrd and a syslinux.cfg
+// naming the hostname's disk id; mbr.img is syslinux's MBR code; the manifest
+// matches the files. A failing build (early or late) leaves --out as it was.
+import { after, test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  rm,
+  stat,
+  symlink,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { gunzipSync } from "node:zlib";
+import { run } from "../../lab/processes.js";
+import { isRtr7Error } from "../../lib/errors.js";
+import { parseManifest, type Manifest } from "../../lib/wire/manifest.js";
+import { bootBytes, diskIdentifier, partitionUuid } from "../../recovery-init/disk/layout.js";
+import { buildUnitImages } from "../../updates/image/build.js";
+import { hostKernel } from "../helpers/host-kernel.js";
+import { requireRootAndTools } from "../helpers/netns.js";
+import { cliEntry } from "../helpers/paths.js";
+import { jsonEvents } from "../helpers/scratch.js";
+
+const tools = ["mksquashfs", "unsquashfs", "mkfs.fat", "mcopy", "mtype", "mdir", "syslinux", "kexec"];
+const hostname = "image-test";
+const marker = "image-build test stand-in for the router suite";
+// A stand-in for dist/router/main.js, so the test does not depend on the suite's state.
+const standIn = `await null;\nconsole.log(${JSON.stringify(marker)}, process.argv.slice(2));\n`;
+const images = ["mbr.img", "boot.img", "root.img"] as const;
+
+interface Inputs {
+  work: string;
+  kernel: string;
+  routerEntry: string;
+  addFile: string;
+  addDir: string;
+  add: { source: string; destination: string }[];
+}
+
+let inputsPromise: Promise<Inputs> | undefined;
+const made: string[] = [];
+after(() => Promise.all(made.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+function inputs(): Promise<Inputs> {
+  inputsPromise ??= (async () => {
+    const host = hostKernel();
+    if (host.missing !== undefined) throw new Error(host.missing);
+    const work = await mkdtemp(path.join(tmpdir(), "rtr7-image-build-"));
+    made.push(work);
+    const routerEntry = path.join(work, "stand-in.mjs");
+    await writeFile(routerEntry, standIn);
+    const addFile = path.join(work, "extra.txt");
+    await writeFile(addFile, "added by --add\n");
+    const addDir = path.join(work, "site");
+    await mkdir(path.join(addDir, "conf"), { recursive: true });
+    await writeFile(path.join(addDir, "conf", "site.json"), '{"site":true}\n');
+    await symlink("conf/site.json", path.join(addDir, "current.json"));
+    return {
+      work,
+      kernel: host.kernel,
+      routerEntry,
+      addFile,
+      addDir,
+      add: [
+        { source: addFile, destination: "/etc/rtr7/extra.txt" },
+        { source: addDir, destination: "/opt/site" },
+      ],
+    };
+  })();
+  return inputsPromise;
+}
+
+/** One library build per hostname, shared by the tests. */
+const builds = new Map<string, Promise<{ dir: string; manifest: Manifest; version: string }>>();
+function libraryBuild(name = hostname) {
+  let build = builds.get(name);
+  if (!build) {
+    build = (async () => {
+      const input = await inputs();
+      const dir = path.join(input.work, `lib-${name}`);
+      const result = await buildUnitImages({
+        outDir: dir,
+        hostname: name,
+        kernel: input.kernel,
+        add: input.add,
+        routerEntry: input.routerEntry,
+      });
+      return { dir, manifest: result.manifest, version: result.version };
+    })();
+    builds.set(name, build);
+  }
+  return build;
+}
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliEntry, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+let cliPromise: Promise<{ dir: string; event: Record<string, unknown> }> | undefined;
+function cliBuild() {
+  cliPromise ??= (async () => {
+    const input = await inputs();
+    const dir = path.join(input.work, "cli");
+    const result = await runCli([
+      "image",
+      "build",
+      `--out=${dir}`,
+      `--hostname=${hostname}`,
+      `--kernel=${input.kernel}`,
+      ...input.add.map((addition) => `--add=${addition.source}:${addition.destination}`),
+      `--router-entry=${input.routerEntry}`,
+      "--json",
+    ]);
+    assert.equal(result.code, 0, `rtr7 image build failed:\n${result.stdout}\n${result.stderr}`);
+    const event = jsonEvents(result.stdout).find((line) => line.event === "images");
+    assert.ok(event, `no "images" event in:\n${result.stdout}`);
+    return { dir, event };
+  })();
+  return cliPromise;
+}
+
+async function sha256(file: string): Promise<string> {
+  return createHash("sha256")
+    .update(await readFile(file))
+    .digest("hex");
+}
+
+async function ready(t: TestContext): Promise<boolean> {
+  if (!(await requireRootAndTools(t, tools))) return false;
+  const host = hostKernel();
+  if (host.missing !== undefined) {
+    t.skip(host.missing);
+    return false;
+  }
+  return true;
+}
+
+const unsquashfsCat = async (image: string, file: string): Promise<string> =>
+  (await run("unsquashfs", ["-cat", image, file])).stdout;
+
+test("two builds of the same inputs, one through the CLI, give byte-identical images", async (t) => {
+  if (!(await ready(t))) return;
+  const [library, cli] = await Promise.all([libraryBuild(), cliBuild()]);
+  for (const name of images) {
+    assert.equal(
+      await sha256(path.join(cli.dir, name)),
+      await sha256(path.join(library.dir, name)),
+      `${name} differs between the two builds`,
+    );
+  }
+  assert.equal(cli.event.version, library.version);
+  assert.match(library.version, /^g[0-9a-f]{12}$/);
+  assert.equal(cli.event.dir, cli.dir);
+  assert.equal(cli.event.hostname, hostname);
+  const written = parseManifest(JSON.parse(await readFile(path.join(cli.dir, "manifest.json"), "utf8")));
+  assert.deepEqual(cli.event.images, written.images);
+  const leftovers = (await readdir(cli.dir)).filter((name) => name.startsWith("."));
+  assert.deepEqual(leftovers, [], "the build left its temporary directory behind");
+});
+
+test("root.img holds /rtr7/init, node, the tools, the modules, build.json and every --add", async (t) => {
+  if (!(await ready(t))) return;
+  const { dir, version } = await libraryBuild();
+  const root = path.join(dir, "root.img");
+  const listing = (await run("unsquashfs", ["-lls", root])).stdout;
+  const entry = (inside: string): string | undefined =>
+    listing
+      .split("\n")
+      .find(
+        (line) => line.endsWith(` squashfs-root${inside}`) || line.includes(` squashfs-root${inside} -> `),
+      );
+  for (const inside of [
+    "/bin/node",
+    "/bin/busybox",
+    "/usr/bin/mtools",
+    "/usr/sbin/kexec",
+    "/etc/rtr7/modules",
+  ]) {
+    assert.ok(entry(inside), `root.img has no ${inside}`);
+  }
+  assert.match(entry("/rtr7/init") ?? "", /^-rwxr-xr-x root\/root /);
+  assert.match(entry("/bin/node") ?? "", /^-rwxr-xr-x /);
+  assert.match(entry("/bin/sh") ?? "", / -> busybox$/);
+  for (const command of ["mcopy", "mtype", "mdir"]) {
+    assert.match(entry(`/usr/bin/${command}`) ?? "", / -> mtools$/, `no /usr/bin/${command} -> mtools`);
+  }
+  for (const empty of ["/proc", "/sys", "/dev", "/tmp", "/perm", "/run", "/boot", "/mnt", "/root"]) {
+    assert.match(entry(empty) ?? "", /^d/, `no directory ${empty}`);
+  }
+
+  const init = await unsquashfsCat(root, "rtr7/init");
+  assert.ok(init.startsWith("#!/bin/node\n"), "/rtr7/init does not start with #!/bin/node");
+  assert.ok(init.includes(marker), "/rtr7/init is not the bundled --router-entry");
+
+  const modules = (await unsquashfsCat(root, "etc/rtr7/modules")).split("\n").filter((line) => line !== "");
+  assert.ok(modules.length > 0);
+  for (const wanted of ["virtio_blk.ko", "squashfs.ko", "ext4.ko", "e1000.ko"]) {
+    assert.ok(
+      modules.some((module) => module.endsWith(`/${wanted}`)),
+      `the modules list has no ${wanted}`,
+    );
+  }
+  for (const module of modules) {
+    assert.match(module, /^\/lib\/modules\/[^/]+\/.+\.ko$/);
+    assert.ok(entry(module), `${module} is listed but not in root.img`);
+  }
+
+  const buildInfo = JSON.parse(await unsquashfsCat(root, "etc/rtr7/build.json")) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(buildInfo).sort(), [
+    "builderVersion",
+    "hostname",
+    "kernelRelease",
+    "nodeVersion",
+    "version",
+  ]);
+  assert.equal(buildInfo.hostname, hostname);
+  assert.equal(buildInfo.version, version);
+  assert.equal(buildInfo.nodeVersion, process.versions.node);
+  assert.deepEqual(JSON.parse(await unsquashfsCat(root, "etc/rtr7/diagd.json")), { tcp: [] });
+
+  assert.equal(await unsquashfsCat(root, "etc/rtr7/extra.txt"), "added by --add\n");
+  assert.equal(await unsquashfsCat(root, "opt/site/conf/site.json"), '{"site":true}\n');
+  assert.match(entry("/opt/site/current.json") ?? "", / -> conf\/site\.json$/);
+});
+
+test("boot.img is a 100 MiB FAT with syslinux, the kernel, the initrd and slot a as DEFAULT", async (t) => {
+  if (!(await ready(t))) return;
+  const { dir } = await libraryBuild();
+  const { kernel } = await inputs();
+  const boot = path.join(dir, "boot.img");
+  assert.equal((await stat(boot)).size, bootBytes);
+
+  const config = (await run("mtype", ["-i", boot, "::syslinux.cfg"])).stdout;
+  const id = diskIdentifier(hostname);
+  assert.match(config, /^DEFAULT a$/m);
+  assert.match(
+    config,
+    new RegExp(`LABEL a\\n[^]*?APPEND root=PARTUUID=${partitionUuid(id, 2)} [^\\n]*rtr7\\.slot=a`),
+  );
+  assert.match(
+    config,
+    new RegExp(`LABEL b\\n[^]*?APPEND root=PARTUUID=${partitionUuid(id, 3)} [^\\n]*rtr7\\.slot=b`),
+  );
+  const listing = (await run("mdir", ["-a", "-i", boot, "::"])).stdout;
+  for (const [name, extension] of [
+    ["ldlinux", "sys"],
+    ["vmlinuz", ""],
+    ["initrd", "img"],
+    ["syslinux", "cfg"],
+  ]) {
+    assert.match(
+      listing,
+      new RegExp(`^${name}\\s+${extension}`, "im"),
+      `boot.img has no ${name}.${extension}`,
+    );
+  }
+
+  const copied = path.join(path.dirname(dir), "from-boot");
+  await mkdir(copied, { recursive: true });
+  await run("mcopy", ["-n", "-i", boot, "::vmlinuz", "::initrd.img", copied]);
+  assert.equal(await sha256(path.join(copied, "vmlinuz")), await sha256(kernel));
+  const initrd = gunzipSync(await readFile(path.join(copied, "initrd.img"))).toString("latin1");
+  assert.ok(initrd.startsWith("070701"), "initrd.img is no gzip'd newc cpio");
+  for (const name of ["init\0", "bin/busybox\0", "bin/switch_root\0", "etc/rtr7/modules\0"]) {
+    assert.ok(initrd.includes(name), `initrd.img has no ${name.slice(0, -1)}`);
+  }
+  assert.ok(
+    initrd.includes("exec switch_root /newroot /rtr7/init"),
+    "the initrd's /init does not switch root",
+  );
+});
+
+test("mbr.img is syslinux's MBR code, and the manifest names every file's size and SHA-256", async (t) => {
+  if (!(await ready(t))) return;
+  const { dir, version } = await libraryBuild();
+  assert.deepEqual(
+    await readFile(path.join(dir, "mbr.img")),
+    await readFile("/usr/lib/syslinux/mbr/mbr.bin"),
+  );
+  const manifest = parseManifest(JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")));
+  assert.equal(manifest.hostname, hostname);
+  assert.equal(manifest.version, version);
+  assert.ok(manifest.buildTime && !Number.isNaN(Date.parse(manifest.buildTime)));
+  assert.deepEqual(
+    manifest.images.map((image) => image.name),
+    [...images],
+  );
+  for (const image of manifest.images) {
+    const file = path.join(dir, image.name);
+    assert.equal(image.size, (await stat(file)).size, `${image.name}: size`);
+    assert.equal(image.sha256, await sha256(file), `${image.name}: sha256`);
+  }
+});
+
+test("another hostname gives another disk id in syslinux.cfg, and another version", async (t) => {
+  if (!(await ready(t))) return;
+  const [first, other] = await Promise.all([libraryBuild(), libraryBuild("other-unit")]);
+  const config = (await run("mtype", ["-i", path.join(other.dir, "boot.img"), "::syslinux.cfg"])).stdout;
+  const otherId = partitionUuid(diskIdentifier("other-unit"), 2);
+  assert.notEqual(otherId, partitionUuid(diskIdentifier(hostname), 2));
+  assert.match(config, new RegExp(`root=PARTUUID=${otherId} `));
+  assert.notEqual(other.version, first.version);
+  const buildInfo = JSON.parse(
+    await unsquashfsCat(path.join(other.dir, "root.img"), "etc/rtr7/build.json"),
+  ) as Record<string, unknown>;
+  assert.equal(buildInfo.hostname, "other-unit");
+});
+
+test("an --add of a missing source fails with RTR7_ERR_IMAGE_BUILD and writes nothing", async (t) => {
+  if (!(await ready(t))) return;
+  const input = await inputs();
+  const out = path.join(input.work, "missing-add");
+  const missing = path.join(input.work, "no-such-file");
+  await assert.rejects(
+    buildUnitImages({
+      outDir: out,
+      hostname,
+      kernel: input.kernel,
+      add: [{ source: missing, destination: "/etc/x" }],
+      routerEntry: input.routerEntry,
+    }),
+    (error: unknown) => isRtr7Error(error, "RTR7_ERR_IMAGE_BUILD") && error.message.includes(missing),
+  );
+  const left = await readdir(out).catch(() => []);
+  assert.deepEqual(left, [], `the failed build left ${left.join(", ")}`);
+
+  const cli = await runCli([
+    "image",
+    "build",
+    `--out=${out}`,
+    `--hostname=${hostname}`,
+    `--add=${missing}:/etc/x`,
+    "--json",
+  ]);
+  assert.equal(cli.code, 1);
+  const error = jsonEvents(cli.stdout).find((line) => line.event === "error");
+  assert.equal(error?.code, "RTR7_ERR_IMAGE_BUILD");
+  assert.deepEqual(await readdir(out).catch(() => []), []);
+});
+
+test("a build that fails after root.img was made leaves the previous images untouched", async (t) => {
+  if (!(await ready(t))) return;
+  const input = await inputs();
+  const previous = await libraryBuild();
+  const out = path.join(input.work, "late-failure");
+  await mkdir(out);
+  const before = new Map<string, string>();
+  for (const name of [...images, "manifest.json"]) {
+    await copyFile(path.join(previous.dir, name), path.join(out, name));
+    before.set(name, await sha256(path.join(out, name)));
+  }
+  // A "kernel" larger than the boot partition: found, hashed, then refused by mcopy.
+  const release = path.basename(input.kernel).slice("vmlinuz-".length);
+  const tooLarge = path.join(input.work, `vmlinuz-${release}`);
+  await writeFile(tooLarge, "");
+  await truncate(tooLarge, bootBytes + 1);
+  await assert.rejects(
+    buildUnitImages({ outDir: out, hostname, kernel: tooLarge, routerEntry: input.routerEntry }),
+    (error: unknown) => isRtr7Error(error, "RTR7_ERR_IMAGE_BUILD") && /vmlinuz/.test(error.message),
+  );
+  assert.deepEqual((await readdir(out)).sort(), [...before.keys()].sort());
+  for (const [name, hash] of before)
+    assert.equal(await sha256(path.join(out, name)), hash, `${name} changed`);
+});
