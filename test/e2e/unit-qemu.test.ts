@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { startAvahiBrowser, avahiTools, type AvahiRecord } from "../../lab/avahi.js";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
 import { diskUnitArgs } from "../../lab/qemu.js";
@@ -29,7 +30,18 @@ const password = "qemu-unit-secret";
 const bootTimeoutMs = 300_000;
 
 const skip = await missingPrerequisite(
-  ["qemu-system-x86_64", "mksquashfs", "mkfs.fat", "mcopy", "syslinux", "mke2fs", "curl", "tar", "promtool"],
+  [
+    "qemu-system-x86_64",
+    "mksquashfs",
+    "mkfs.fat",
+    "mcopy",
+    "syslinux",
+    "mke2fs",
+    "curl",
+    "tar",
+    "promtool",
+    ...avahiTools,
+  ],
   "network namespaces and a tap device",
 );
 
@@ -139,6 +151,23 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
     );
     assert.equal(promtool, "", "promtool check metrics");
     assert.match(metrics.body, /rtr7_network_receive_bytes_total\{interface="lan0"\} [1-9]/);
+
+    const avahi = await startAvahiBrowser(ns, "tap0");
+    try {
+      let record: AvahiRecord | undefined;
+      for (let attempt = 0; attempt < 10 && !record; attempt += 1) {
+        record = (await avahi.browse("_rtr7._tcp", 15_000)).find(
+          (seen) => seen.event === "=" && seen.name === hostname,
+        );
+        if (!record) await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+      assert.ok(record, `avahi-browse never resolved ${hostname}._rtr7._tcp:\n${avahi.daemonOutput()}`);
+      assert.equal(record.address, unitAddress);
+      assert.equal(record.port, 80);
+      assert.deepEqual(record.txt, { hostname, version: "v1", slot: "a", model: "qemu" });
+    } finally {
+      await avahi.stop();
+    }
 
     assert.equal((await api("GET", "/update/features", [], "gokrazy:wrong")).status, 401);
     assert.equal((await curl([`http://${unitAddress}/update/features`])).status, 401);

@@ -4,6 +4,8 @@
 // libraries at their host paths, the kernel modules, /etc/rtr7 (modules
 // list, build.json, diagd.json), empty mount points, and every --add. The
 // paths are a contract: the supervisor and the update API look for them.
+import { readdir } from "node:fs/promises";
+import path from "node:path";
 import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
 import { binaryWithLibraries } from "../../recovery-init/initramfs/builder.js";
 import type { CpioEntry } from "../../recovery-init/initramfs/cpio.js";
@@ -80,6 +82,7 @@ export async function rootTree(inputs: RootTreeInputs): Promise<InitramfsTree> {
   tree.symlink(rootImagePaths.shell, "busybox");
   await binaryWithLibraries(tree, rootImagePaths.mtools, inputs.mtools);
   for (const command of rootImagePaths.mtoolsCommands) tree.symlink(command, "mtools");
+  await addCodepageModules(tree);
   await binaryWithLibraries(tree, rootImagePaths.kexec, inputs.kexec);
   addModules(tree, inputs.modules, inputs.modulesDir, inputs.kernelRelease);
 
@@ -89,6 +92,35 @@ export async function rootTree(inputs: RootTreeInputs): Promise<InitramfsTree> {
   }
   addAdditions(tree, inputs.additions);
   return tree;
+}
+
+/**
+ * mtools converts FAT names to and from DOS code page 850 through glibc's
+ * iconv, which loads the converter from glibc's gconv directory at run
+ * time; without it every mcopy on the unit fails ("Error converting to
+ * codepage 850"). The cache, the module lists and the two DOS code pages.
+ */
+async function addCodepageModules(tree: InitramfsTree): Promise<void> {
+  const candidates = ["/usr/lib/x86_64-linux-gnu/gconv", "/usr/lib64/gconv", "/usr/lib/gconv"];
+  for (const directory of candidates) {
+    let names: string[];
+    try {
+      names = await readdir(directory);
+    } catch {
+      continue;
+    }
+    const wanted = names.filter((name) => /^(gconv-modules(\.cache)?|IBM850\.so|IBM437\.so)$/.test(name));
+    for (const name of wanted) await tree.mirrorHostFile(path.join(directory, name));
+    const listDirectory = path.join(directory, "gconv-modules.d");
+    for (const name of await readdir(listDirectory).catch(() => [] as string[])) {
+      if (name.endsWith(".conf")) await tree.mirrorHostFile(path.join(listDirectory, name));
+    }
+    return;
+  }
+  throw new Rtr7Error(
+    "RTR7_ERR_IMAGE_BUILD",
+    `build root.img: glibc's gconv directory (${candidates.join(", ")}) is missing; mtools on the unit needs its DOS code page converters`,
+  );
 }
 
 /** Puts --add entries in; a directory that exists is merged, any other clash is an error. */
