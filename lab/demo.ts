@@ -1,37 +1,54 @@
-// The README's demo: `rtr7 recover` re-images a virtual unit. Builds a
-// network namespace with a tap device and a QEMU unit with a blank 2 GiB disk
-// that can only boot from the network, then runs the real `rtr7 recover`
-// CLI, with a backup of /perm, against it: DHCP, pxelinux, the kernel and
-// rtr7's recovery initramfs, the partition table, each image written and
-// verified, /perm restored. Shows the unit's console lines, and the disk's
-// partition table afterwards. Everything it made is removed at the end,
-// also on Ctrl-C.
+// The README's demo: `rtr7 recover` re-images a virtual unit, which then
+// boots from its own disk. Builds the unit's images with `rtr7 image build`'s
+// code, a network namespace with a tap device and a QEMU unit with a blank
+// 2 GiB disk that can only boot from the network, then runs the real
+// `rtr7 recover` CLI, with a backup of /perm, against it: DHCP, pxelinux, the
+// kernel and rtr7's recovery initramfs, the partition table, each image
+// written and verified, /perm restored. Then the unit is started again from
+// its disk (syslinux, the kernel, the root slot's /rtr7/init) and its
+// /health.json and update API answer. Everything it made is removed at the
+// end, also on Ctrl-C.
 import { mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildUnitImages } from "../updates/image/build.js";
 import { Netns } from "./netns.js";
-import { run } from "./processes.js";
-import { recoveryUnitArgs } from "./qemu.js";
+import { run, type Started } from "./processes.js";
+import { diskUnitArgs, recoveryUnitArgs } from "./qemu.js";
 import { newestKernel } from "../server/recover-inputs.js";
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/run.js");
-const consoleLines = /rtr7-recovery|iPXE initialising|PXELINUX \d|Linux version/;
+const consoleLines =
+  /rtr7-recovery|rtr7 init|rtr7-boot|iPXE initialising|PXELINUX \d|SYSLINUX \d|Linux version/;
+const hostname = "demo-unit";
+const password = "demo-password";
+const unitAddress = "10.77.0.1";
 
 async function makeImages(work: string): Promise<void> {
-  for (const [name, size] of [
-    ["mbr.img", 512],
-    ["boot.img", 4 << 20],
-    ["root.img", 16 << 20],
-  ] as const) {
-    await writeFile(path.join(work, name), randomBytes(size));
+  console.log(`  $ rtr7 image build --out ${work} --hostname ${hostname} --version demo-1\n`);
+  const built = await buildUnitImages({ outDir: work, hostname, version: "demo-1" });
+  for (const image of built.manifest.images) {
+    console.log(
+      `         ${image.name.padEnd(9)} ${String(image.size).padStart(10)} bytes  sha256 ${image.sha256.slice(0, 16)}…`,
+    );
   }
   const perm = path.join(work, "perm");
   await mkdir(path.join(perm, "dhcp4d"), { recursive: true });
   await writeFile(path.join(perm, "dhcp4d", "leases.json"), '{"leases":[]}\n');
-  await writeFile(path.join(perm, "gokr-pw.txt"), "demo-password\n", { mode: 0o600 });
+  await writeFile(path.join(perm, "gokr-pw.txt"), `${password}\n`, { mode: 0o600 });
   await run("tar", ["czf", path.join(work, "backup.tar.gz"), "-C", perm, "."]);
+}
+
+function showConsole(unit: Started): void {
+  let partial = "";
+  unit.child.stdout?.on("data", (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split(/\r?\n/);
+    partial = lines.pop() ?? "";
+    for (const line of lines) {
+      if (consoleLines.test(line)) console.log(`         [unit console] ${line.trim()}`);
+    }
+  });
 }
 
 async function main(): Promise<number> {
@@ -47,9 +64,10 @@ async function main(): Promise<number> {
   };
   process.once("SIGINT", () => void cleanUp().then(() => process.exit(130)));
   try {
-    console.log("demo: making a virtual unit (QEMU, software emulation) with a blank 2 GiB disk ...");
+    console.log("demo: building the unit's images ...\n");
     const kernel = newestKernel();
     await makeImages(work);
+    console.log("\ndemo: making a virtual unit (QEMU, software emulation) with a blank 2 GiB disk ...");
     const disk = path.join(work, "disk.img");
     await writeFile(disk, "");
     await truncate(disk, 2 * 1024 ** 3);
@@ -57,12 +75,12 @@ async function main(): Promise<number> {
     console.log(
       `demo: the unit's network is 10.77.0.0/24 in namespace ${lab.name}; starting rtr7 recover:\n`,
     );
-    console.log(`  $ rtr7 recover --interface tap0 --hostname demo-unit --image-dir ${work} --no-reset\n`);
+    console.log(`  $ rtr7 recover --interface tap0 --hostname ${hostname} --image-dir ${work} --no-reset\n`);
     const recover = lab.start(process.execPath, [
       cli,
       "recover",
       "--interface=tap0",
-      "--hostname=demo-unit",
+      `--hostname=${hostname}`,
       `--image-dir=${work}`,
       `--kernel=${kernel}`,
       "--no-reset",
@@ -72,14 +90,7 @@ async function main(): Promise<number> {
     recover.child.stderr?.pipe(process.stderr);
     await recover.waitForLine(/serving recovery/, 240_000);
     const unit = lab.start("qemu-system-x86_64", recoveryUnitArgs({ tap: "tap0", disk }));
-    let partial = "";
-    unit.child.stdout?.on("data", (chunk: Buffer) => {
-      const lines = (partial + chunk.toString()).split(/\r?\n/);
-      partial = lines.pop() ?? "";
-      for (const line of lines) {
-        if (consoleLines.test(line)) console.log(`         [unit console] ${line.trim()}`);
-      }
-    });
+    showConsole(unit);
     const code = await recover.exited(7 * 60_000);
     await unit.exited(30_000).catch(() => undefined);
     if (code !== 0) {
@@ -88,7 +99,22 @@ async function main(): Promise<number> {
     }
     console.log("\ndemo: the unit's disk now (sfdisk --dump):\n");
     console.log((await run("sfdisk", ["--dump", disk])).stdout.replaceAll(disk, "disk.img"));
-    console.log("demo: the unit was recovered over PXE; rtr7 recover exited 0.");
+    console.log(
+      "demo: the unit was recovered over PXE; rtr7 recover exited 0. Booting it from its disk ...\n",
+    );
+    const booted = lab.start("qemu-system-x86_64", diskUnitArgs({ tap: "tap0", disk }));
+    showConsole(booted);
+    await booted.waitForLine(/rtr7 init: up/, 240_000);
+    const curl = async (args: string[]): Promise<string> =>
+      (await lab.exec("curl", ["-sS", "--max-time", "10", ...args])).stdout;
+    console.log(`\n  $ curl http://${unitAddress}:7733/health.json\n`);
+    const health = JSON.parse(await curl([`http://${unitAddress}:7733/health.json`])) as object;
+    console.log(JSON.stringify(health, null, 2).replace(/^/gm, "         "));
+    console.log(`\n  $ curl -u gokrazy:… http://${unitAddress}/update/features\n`);
+    console.log(
+      `         ${await curl(["-u", `gokrazy:${password}`, `http://${unitAddress}/update/features`])}`,
+    );
+    console.log("\ndemo: the recovered unit runs its own image, reports healthy and takes updates.");
     return 0;
   } finally {
     await cleanUp();
