@@ -108,7 +108,13 @@ async function main(): Promise<number> {
     const curl = async (args: string[]): Promise<string> =>
       (await lab.exec("curl", ["-sS", "--max-time", "10", ...args])).stdout;
     console.log(`\n  $ curl http://${unitAddress}:7733/health.json\n`);
-    const health = JSON.parse(await curl([`http://${unitAddress}:7733/health.json`])) as object;
+    // The services start after the supervisor says "up": give diagd a moment.
+    let healthText = "";
+    for (let attempt = 0; attempt < 60 && healthText === ""; attempt += 1) {
+      healthText = await curl([`http://${unitAddress}:7733/health.json`]).catch(() => "");
+      if (healthText === "") await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    const health = JSON.parse(healthText) as object;
     console.log(JSON.stringify(health, null, 2).replace(/^/gm, "         "));
     console.log(`\n  $ curl -u gokrazy:… http://${unitAddress}/update/features\n`);
     console.log(
