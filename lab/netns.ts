@@ -4,6 +4,8 @@
 // failed. Names carry the creating process's PID so that leftovers of a
 // killed run can be recognised and removed by the next one.
 import { existsSync, readdirSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { run, start, type Started } from "./processes.js";
 
 const prefix = "rtr7t";
@@ -50,9 +52,25 @@ export class Netns {
     await this.linkUp(device);
   }
 
+  /**
+   * /etc/hosts as seen by commands run in this namespace (`ip netns exec`
+   * bind-mounts /etc/netns/NAME/hosts over /etc/hosts), so a unit can be
+   * reached by its hostname as on a real LAN, without touching the host's.
+   */
+  async setHosts(entries: Record<string, string>): Promise<void> {
+    const dir = path.join("/etc/netns", this.name);
+    await mkdir(dir, { recursive: true });
+    const lines = [
+      "127.0.0.1 localhost",
+      ...Object.entries(entries).map(([name, address]) => `${address} ${name}`),
+    ];
+    await writeFile(path.join(dir, "hosts"), lines.join("\n") + "\n");
+  }
+
   async destroy(): Promise<void> {
     await Promise.all(this.processes.map((started) => started.stop()));
     await run("ip", ["netns", "del", this.name]).catch(() => undefined);
+    await rm(path.join("/etc/netns", this.name), { recursive: true, force: true });
   }
 }
 
@@ -95,6 +113,7 @@ async function removeStaleNamespaces(): Promise<void> {
     const pid = Number(match[1]);
     if (pid === process.pid || processAlive(pid)) continue;
     await run("ip", ["netns", "del", name]).catch(() => undefined);
+    await rm(path.join("/etc/netns", name), { recursive: true, force: true });
   }
 }
 

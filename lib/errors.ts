@@ -99,6 +99,24 @@ export const errorCatalogue = {
   RTR7_ERR_UPDATE_WRITE:
     "Writing to the unit's partition failed: read the unit's log (its console or the update API's status page); if it repeats, recover the unit.",
 
+  // safe-update
+  RTR7_ERR_UNIT_UNHEALTHY:
+    "Make the unit healthy first (read first_error in its /health.json, http://UNIT:7733/), then update again.",
+  RTR7_ERR_UPDATE_FAILED:
+    "Read what failed above; the unit runs the version named there. The run directory's events.jsonl and stderr.log have the details.",
+
+  // The workstation's update client (updates/)
+  RTR7_ERR_PASSWORD_MISSING:
+    "Put the unit's password (its /perm/gokr-pw.txt) in ~/.config/gokrazy/hosts/HOST/http-password.txt, or set RTR7_PASSWORD.",
+  RTR7_ERR_UPDATE_HASH:
+    "The image did not reach the unit intact: push it again; if it repeats, check the network and the unit's disk (read the unit's log).",
+  RTR7_ERR_UNIT_UNREACHABLE:
+    "Check that the unit is powered and on the network (ping it, open http://UNIT:7733/), then run again.",
+  RTR7_ERR_UNIT_FAILED:
+    "Read the unit's message above and its log (its console, or the update API's status page at http://UNIT/).",
+  RTR7_ERR_BACKUP_DOWNLOAD:
+    "Check that backupd runs on the unit (http://UNIT:8077/backup.tar.gz) and read its log, then run again.",
+
   // Virtual units (rtr7 lab unit)
   RTR7_ERR_LAB_UNIT:
     "Check --dir and --image-dir: a new unit directory is filled from the images of `rtr7 image build`.",

@@ -17,9 +17,8 @@ import { promisify } from "node:util";
 import { startAvahiBrowser, avahiTools, type AvahiRecord } from "../../lab/avahi.js";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
-import { diskUnitArgs } from "../../lab/qemu.js";
-import { assembleUnitDisk } from "../../lab/unit-disk.js";
 import { firstPartitionOffsetBytes } from "../../recovery-init/disk/layout.js";
+import { startDiskUnit, unitHealth, waitForUnit } from "../helpers/qemu-unit.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 
 const execFileAsync = promisify(execFile);
@@ -52,7 +51,6 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
   let disk: string;
   let v1: string;
   let v2: string;
-  let permSource: string;
 
   async function curl(args: string[], timeoutMs = 60_000): Promise<{ status: number; body: string }> {
     const result = await ns.exec("curl", ["-sS", "-w", "\n%{http_code}", "--max-time", "50", ...args], {
@@ -64,29 +62,9 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
   const api = (method: string, route: string, extra: string[] = [], user = `gokrazy:${password}`) =>
     curl(["-X", method, "-u", user, ...extra, `http://${unitAddress}${route}`], 300_000);
 
-  async function health(): Promise<
-    { version: string; slot: string; trial: boolean; first_error: string } | undefined
-  > {
-    const reply = await curl(["--max-time", "3", `http://${unitAddress}:7733/health.json`]).catch(
-      () => undefined,
-    );
-    return reply?.status === 200 ? (JSON.parse(reply.body) as never) : undefined;
-  }
-  async function waitForHealth(want: { version: string; slot: string; trial: boolean }, timeoutMs: number) {
-    const started = Date.now();
-    let last: unknown;
-    while (Date.now() - started < timeoutMs) {
-      const seen = await health();
-      last = seen;
-      if (seen && seen.version === want.version && seen.slot === want.slot && seen.trial === want.trial) {
-        return (Date.now() - started) / 1000;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-    }
-    throw new Error(
-      `the unit never reported ${JSON.stringify(want)}; last ${JSON.stringify(last)}\n--- console:\n${unit.output().slice(-4000)}`,
-    );
-  }
+  const health = () => unitHealth(ns, unitAddress);
+  const waitForHealth = (want: { version: string; slot: string; trial: boolean }, timeoutMs: number) =>
+    waitForUnit(ns, unitAddress, want, timeoutMs, () => `--- console:\n${unit.output().slice(-4000)}`);
 
   before(async () => {
     if (skip) return;
@@ -95,28 +73,25 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
       unitImages({ hostname, version: "v2" }),
     ]);
     work = await mkdtemp(path.join(tmpdir(), "rtr7-e2e-unit-"));
-    permSource = path.join(work, "perm");
-    await mkdir(path.join(permSource, "dhcp4d"), { recursive: true });
-    await mkdir(path.join(permSource, "nobackup"), { recursive: true });
-    await mkdir(path.join(permSource, "srv", "www"), { recursive: true });
-    await writeFile(path.join(permSource, "dhcp4d", "leases.json"), '{"leases":[]}\n');
-    await writeFile(path.join(permSource, "nobackup", "cache.bin"), "skip me\n");
-    await writeFile(path.join(permSource, "srv", "www", "index.html"), "skip me too\n");
-    await writeFile(path.join(permSource, "gokr-pw.txt"), `${password}\n`);
-    await writeFile(
-      path.join(permSource, "interfaces.json"),
-      JSON.stringify({ interfaces: [{ hardware_addr: unitMac, name: "lan0", addr: `${unitAddress}/24` }] }),
-    );
-    disk = path.join(work, "disk.img");
-    await assembleUnitDisk({ imagesDir: v1, disk, hostname, permDir: permSource });
     ns = await Netns.create("unitq");
     await ns.addTap("tap0", "10.91.0.1/24");
-    const started = Date.now();
-    unit = ns.start("qemu-system-x86_64", diskUnitArgs({ tap: "tap0", disk, mac: unitMac }));
-    await unit.waitForLine(/rtr7 init: up/, bootTimeoutMs);
-    console.log(
-      `unit booted from disk to "rtr7 init: up" in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-    );
+    const booted = await startDiskUnit({
+      ns,
+      work,
+      imagesDir: v1,
+      hostname,
+      mac: unitMac,
+      address: unitAddress,
+      password,
+      permFiles: {
+        "dhcp4d/leases.json": '{"leases":[]}\n',
+        "nobackup/cache.bin": "skip me\n",
+        "srv/www/index.html": "skip me too\n",
+      },
+      bootTimeoutMs: bootTimeoutMs,
+    });
+    ({ unit, disk } = booted);
+    console.log(`unit booted from disk to "rtr7 init: up" in ${booted.bootSeconds.toFixed(1)} s`);
   });
 
   after(async () => {

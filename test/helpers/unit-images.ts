@@ -14,6 +14,8 @@ export function unitImages(options: {
   hostname: string;
   version: string;
   add?: { source: string; destination: string }[];
+  /** Another program as /rtr7/init (a unit that never comes up). */
+  routerEntry?: string;
 }): Promise<string> {
   const key = JSON.stringify(options);
   let dir = built.get(key);
@@ -26,6 +28,7 @@ export function unitImages(options: {
         hostname: options.hostname,
         version: options.version,
         add: options.add,
+        routerEntry: options.routerEntry,
       });
       return out;
     })();

@@ -1,0 +1,168 @@
+// Pushing a 256 MiB image into a process-mode unit's inactive slot
+// (UpdateClient.push over a veth pair, the unit hashing and fsyncing what it
+// writes) against `dd bs=1M conv=fsync` copying the same file on the same
+// file system, alternated in one run, once with SHA-256 and once with
+// CRC-32. The client runs inside the workstation namespace through the
+// test driver; its time is the push's own (connect to confirmed hash).
+// The same pushes are also compared with curl -T as the client (the wall
+// time of `ip netns exec curl`), which shows the client's own share. Never
+// asserts on time. Needs root, curl and the image tools.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Netns, joinWithVeth } from "../../lab/netns.js";
+import { missingPrerequisite } from "../../lab/processes.js";
+import { cliEntry, repoPath } from "../helpers/paths.js";
+import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
+import { compare, printComparisons, timeCommand } from "./harness.js";
+
+const sizeMiB = 256;
+const unitAddress = "10.94.0.2";
+const hostname = "bench1";
+const rounds = Number(process.env.RTR7_BENCH_PUSH_ROUNDS ?? 5);
+
+async function writeRandomFile(file: string, bytes: number): Promise<void> {
+  const handle = await open(file, "w");
+  try {
+    const chunk = 16 * 1024 * 1024;
+    for (let done = 0; done < bytes; done += chunk)
+      await handle.write(randomBytes(Math.min(chunk, bytes - done)));
+  } finally {
+    await handle.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const missing = await missingPrerequisite(
+    ["curl", "mksquashfs", "unsquashfs", "mkfs.fat", "mcopy", "syslinux", "dd"],
+    "network namespaces and port 80",
+  );
+  if (missing) {
+    console.log(`push bench skipped: ${missing}`);
+    return;
+  }
+  const images = await unitImages({ hostname, version: "v1" });
+  const dir = await mkdtemp(path.join(tmpdir(), "rtr7-bench-push-"));
+  const unitNs = await Netns.create("pushunit");
+  const workstation = await Netns.create("pushws");
+  try {
+    await joinWithVeth(workstation, { device: "ws0", cidr: "10.94.0.1/24" }, unitNs, {
+      device: "lan0",
+      cidr: `${unitAddress}/24`,
+    });
+    const unit = unitNs.start(process.execPath, [
+      cliEntry,
+      "lab",
+      "unit",
+      "--dir",
+      dir,
+      "--hostname",
+      hostname,
+      "--address",
+      unitAddress,
+      "--image-dir",
+      images,
+    ]);
+    await unit.waitForLine(/rtr7 init: up:/, 60_000);
+    const password = (await readFile(path.join(dir, "perm", "gokr-pw.txt"), "utf8")).trim();
+    const image = path.join(dir, "bench.img");
+    await writeRandomFile(image, sizeMiB * 1024 * 1024);
+    const driver = repoPath("dist/test/integration/update-client-driver.js");
+
+    const push = (hash: "sha256" | "crc32") => async (): Promise<number> => {
+      const command = {
+        endpoint: { host: unitAddress, port: 80 },
+        password,
+        op: "push",
+        target: "root",
+        file: image,
+        hash,
+        chunkBytes: process.env.RTR7_BENCH_PUSH_CHUNK ? Number(process.env.RTR7_BENCH_PUSH_CHUNK) : undefined,
+      };
+      const { stdout } = await workstation.exec(process.execPath, [driver, JSON.stringify(command)], {
+        timeoutMs: 300_000,
+      });
+      const outcome = JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as {
+        ok: boolean;
+        result?: { ms: number };
+        message?: string;
+      };
+      if (!outcome.ok || !outcome.result) throw new Error(`push failed: ${outcome.message}`);
+      return outcome.result.ms;
+    };
+    const dd = () =>
+      timeCommand("dd", [
+        `if=${image}`,
+        `of=${path.join(dir, "dd-target.img")}`,
+        "bs=1M",
+        "conv=fsync",
+        "status=none",
+      ]);
+
+    // curl as the client: the same unit and upload, so the client's own share shows.
+    const curl = (hash: "sha256" | "crc32") => async (): Promise<number> => {
+      const started = performance.now();
+      await workstation.exec(
+        "curl",
+        [
+          "-sS",
+          "--fail",
+          "-o",
+          "/dev/null",
+          "-u",
+          `gokrazy:${password}`,
+          "-T",
+          image,
+          ...(hash === "crc32" ? ["-H", "X-Gokrazy-Update-Hash: crc32"] : []),
+          `http://${unitAddress}/update/root`,
+        ],
+        { timeoutMs: 300_000 },
+      );
+      return performance.now() - started;
+    };
+    const viaCurl = [
+      await compare(
+        `push ${sizeMiB} MiB, sha256`,
+        { name: "rtr7", run: push("sha256") },
+        { name: "curl", run: curl("sha256") },
+        rounds,
+      ),
+      await compare(
+        `push ${sizeMiB} MiB, crc32`,
+        { name: "rtr7", run: push("crc32") },
+        { name: "curl", run: curl("crc32") },
+        rounds,
+      ),
+    ];
+    printComparisons("The same pushes against curl -T as the client", "curl", viaCurl, sizeMiB * 1024 * 1024);
+
+    const results = [
+      await compare(
+        `push ${sizeMiB} MiB, sha256`,
+        { name: "rtr7", run: push("sha256") },
+        { name: "dd", run: dd },
+        rounds,
+      ),
+      await compare(
+        `push ${sizeMiB} MiB, crc32`,
+        { name: "rtr7", run: push("crc32") },
+        { name: "dd", run: dd },
+        rounds,
+      ),
+    ];
+    printComparisons(
+      "Image push into a process-mode unit's slot (veth) vs dd conv=fsync on the same file system",
+      "dd",
+      results,
+      sizeMiB * 1024 * 1024,
+    );
+    await unit.stop(15_000);
+  } finally {
+    await Promise.all([unitNs.destroy(), workstation.destroy()]);
+    await rm(dir, { recursive: true, force: true });
+    await removeUnitImages();
+  }
+}
+
+await main();
