@@ -15,6 +15,11 @@ export interface RecoverScriptOptions {
   hostname: string;
   /** How to start rtr7: the node binary and the CLI's entry script (absolute paths). */
   cli: { node: string; entry: string };
+  /**
+   * Set when this run's images did not prove healthy: the script prints it
+   * before it recovers, so nobody restores a bad version unwittingly.
+   */
+  warning?: string;
 }
 
 /** A word for bash, single-quoted unless it is plainly safe. */
@@ -35,6 +40,9 @@ export function recoverScript(options: RecoverScriptOptions): string {
     );
   const node = path.resolve(options.cli.node);
   const entry = path.resolve(options.cli.entry);
+  const warning = options.warning
+    ? `echo ${shellQuote(`recover.bash: warning: ${options.warning.replace(/\s+/g, " ")}`)} >&2\n`
+    : "";
   return `#!/usr/bin/env bash
 # Recovers the unit ${hostname} with the images of this update run, written by
 # rtr7 safe-update. Run it when ${hostname} no longer boots or answers: it
@@ -47,7 +55,7 @@ export function recoverScript(options: RecoverScriptOptions): string {
 # (rtr7 recover --help lists them). Set RTR7 to run another rtr7 program.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "\${BASH_SOURCE[0]}")")"
-
+${warning}
 args=(recover --hostname ${shellQuote(hostname)} --mbr mbr.img --boot boot.img --root root.img)
 if [[ -f backup.tar.gz ]]; then
   args+=(--backup backup.tar.gz)

@@ -204,6 +204,8 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
     await requireImages(run.dir);
     newVersion = await rootImageVersion(path.join(run.dir, "root.img"));
     await record({ version: newVersion });
+    // Every run with images gets its recover.bash before the unit is touched.
+    await writeRecoverScript(run.dir, { hostname: options.hostname, cli: options.cli });
     run.event({ event: "built", version: newVersion });
     if (newVersion === before.version)
       log.warn(
@@ -245,6 +247,7 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
     const message = `${describeError(error)}; nothing was switched: ${options.hostname} ${now ? `runs ${now.version} (slot ${now.slot})` : "did not answer afterwards"}`;
     run.event({ event: "failed", step: "before-switch", message });
     run.stderr.write(`rtr7 safe-update: ${message}\n`);
+    if (newVersion !== undefined) await markRecoverScriptFailed(run, options, newVersion, message);
     await record({
       status: "failed",
       finishedAt: new Date().toISOString(),
@@ -293,7 +296,6 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
     run.event({ event: "committed", version: after.report.version, slot: after.report.slot });
 
     step("finish");
-    await writeRecoverScript(run.dir, { hostname: options.hostname, cli: options.cli });
     await record({
       status: "committed",
       finishedAt: new Date().toISOString(),
@@ -316,10 +318,28 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
     );
     const message = `${reason}; rolled back: ${options.hostname} now runs ${now}`;
     run.stderr.write(`rtr7 safe-update: ${message}\n`);
+    await markRecoverScriptFailed(run, options, newVersion ?? "?", message);
     await record({ status: "failed", finishedAt: new Date().toISOString(), message, unitVersionAfter: now });
     await run.close();
     throw new Rtr7Error("RTR7_ERR_UPDATE_FAILED", message, { cause: error });
   }
+}
+
+/** Rewrites a failed run's recover.bash so that it warns, naming the last known-good run. */
+async function markRecoverScriptFailed(
+  run: UpdateRun,
+  options: SafeUpdateOptions,
+  version: string,
+  message: string,
+): Promise<void> {
+  const good = await lastKnownGood(options.updatesDir, options.hostname).catch(() => undefined);
+  const warning =
+    `these are the images of a failed update to ${version} (${message}).` +
+    (good ? ` The last known-good run is ${good.dir}: run its recover.bash instead.` : "");
+  await writeRecoverScript(run.dir, { hostname: options.hostname, cli: options.cli, warning }).catch(
+    (error: unknown) =>
+      run.stderr.write(`rtr7 safe-update: rewriting recover.bash: ${describeError(error)}\n`),
+  );
 }
 
 /** Down: no answer, or an answer from a new boot (shorter uptime, or another version or slot). */

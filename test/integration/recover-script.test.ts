@@ -4,7 +4,8 @@
 // script runs `recover` with the hostname and the images by name, from its
 // own directory, adds --backup only when backup.tar.gz is there, and passes
 // extra arguments on. Without RTR7 it runs the node and CLI entry it was
-// written with.
+// written with. A failed run's script prints its warning first, quoted so
+// that nothing in it is run.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -84,4 +85,20 @@ test("recover.bash runs rtr7 recover from its own directory with this run's imag
   // Without RTR7: node runs the entry the script was written with.
   const direct = await runScript(script, elsewhere, { RTR7: "" }, ["--json"]);
   assert.deepEqual(direct, { argv: [...base, "--backup", "backup.tar.gz", "--json"], cwd: runDir });
+
+  // A failed run's script says so on stderr before it recovers.
+  await writeRecoverScript(runDir, {
+    hostname: "lab1",
+    cli: { node: process.execPath, entry: printer },
+    warning: "these are the images of a failed update to v3 (it's $(unhealthy)).\nUse /updates/good.",
+  });
+  const warned = await execFileAsync("bash", [script], {
+    cwd: elsewhere,
+    env: { ...process.env, RTR7: printer },
+  });
+  assert.equal(
+    warned.stderr,
+    "recover.bash: warning: these are the images of a failed update to v3 (it's $(unhealthy)). Use /updates/good.\n",
+  );
+  assert.deepEqual(JSON.parse(warned.stdout), { argv: [...base, "--backup", "backup.tar.gz"], cwd: runDir });
 });

@@ -226,6 +226,14 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
     assert.deepEqual([now.version, now.slot], ["v2", before.slot]);
     assert.equal(await committedSlot(), before.slot);
     assert.equal(await readFile(path.join(unitDir, "perm", "data", "keep.txt"), "utf8"), keep);
+    // The failed run has its recover.bash too, which warns and names the good run.
+    const runs = (await readdir(path.join(updatesDir, hostname))).sort();
+    const failedScript = await readFile(
+      path.join(updatesDir, hostname, runs.at(-1) ?? "", "recover.bash"),
+      "utf8",
+    );
+    assert.match(failedScript, /warning: these are the images of a failed update to v3/);
+    assert.ok(failedScript.includes(path.join(updatesDir, hostname, runs.at(-2) ?? "")), failedScript);
   });
 
   test("v4 (init exits at once): the unit falls back to v2 by itself, no PXE", async () => {
