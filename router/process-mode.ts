@@ -3,7 +3,8 @@
 // and the boot partition are files under DIR, /perm is DIR/perm, and a
 // reboot is this process writing DIR/run/next-boot.json and exiting: the
 // lab's loop then plays firmware and boot loader.
-import { mkdir, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
+import { writeFileAtomically } from "../lib/atomic-file.js";
 import { networkInterfaces } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -81,8 +82,7 @@ export async function runProcessMode(argv: string[], init: string): Promise<void
     say,
     reboot: async (next: NextBoot) => {
       const file = nextBootFile(dir);
-      await writeFile(`${file}.tmp`, JSON.stringify(next) + "\n");
-      await rename(`${file}.tmp`, file);
+      await writeFileAtomically(file, JSON.stringify(next) + "\n");
       process.exit(0);
     },
   });

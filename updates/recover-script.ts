@@ -7,7 +7,7 @@
 // the script are passed on (--interface, --serial, ...). $RTR7 names
 // another rtr7 program to run instead of the one that wrote the script
 // (tests use it to see the arguments).
-import { chmod, open, rename } from "node:fs/promises";
+import { writeFileAtomically } from "../lib/atomic-file.js";
 import path from "node:path";
 import { Rtr7Error } from "../lib/errors.js";
 
@@ -71,15 +71,6 @@ exec ${shellQuote(node)} ${shellQuote(entry)} "\${args[@]}" "$@"
 export async function writeRecoverScript(runDir: string, options: RecoverScriptOptions): Promise<string> {
   const content = recoverScript(options);
   const script = path.join(runDir, "recover.bash");
-  const temporary = `${script}.tmp-${process.pid}`;
-  const handle = await open(temporary, "w", 0o755);
-  try {
-    await handle.writeFile(content);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await chmod(temporary, 0o755);
-  await rename(temporary, script);
+  await writeFileAtomically(script, content, { mode: 0o755 });
   return script;
 }

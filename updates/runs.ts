@@ -6,7 +6,8 @@
 // images is the last known good one: a rollback that cannot reach the unit
 // recovers it from there. Only the newest N runs are kept, plus that one.
 import { createWriteStream, type WriteStream } from "node:fs";
-import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { writeFileAtomically } from "../lib/atomic-file.js";
+import { mkdir, readFile, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Rtr7Error, describeError } from "../lib/errors.js";
@@ -135,7 +136,7 @@ export class UpdateRun {
     this.record = { ...this.record, ...patch };
     const snapshot = JSON.stringify(this.record, null, 2) + "\n";
     // One write at a time, in call order, so the last patch always wins.
-    const write = this.writing.then(() => writeAtomically(path.join(this.dir, "run.json"), snapshot));
+    const write = this.writing.then(() => writeFileAtomically(path.join(this.dir, "run.json"), snapshot));
     this.writing = write.catch(() => undefined);
     return write;
   }
@@ -163,18 +164,6 @@ export class UpdateRun {
         },
       );
   }
-}
-
-async function writeAtomically(file: string, content: string): Promise<void> {
-  const temporary = `${file}.tmp-${process.pid}`;
-  const handle = await open(temporary, "w", 0o644);
-  try {
-    await handle.writeFile(content);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temporary, file);
 }
 
 async function readRecord(dir: string, hostname: string, name: string): Promise<RunRecord> {

@@ -4,7 +4,8 @@
 // a slot on trial only by kexec, so anything that goes wrong in a trial (a
 // panic, an init that exits, a missed commit deadline, a power cut) ends in
 // a real boot of the committed slot.
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
+import { writeFileAtomically } from "../../lib/atomic-file.js";
 import path from "node:path";
 import { Rtr7Error } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
@@ -161,14 +162,12 @@ function trialRecordPath(paths: UnitPaths): string {
 
 async function writeTrialRecord(paths: UnitPaths, next: NextBoot): Promise<void> {
   const file = trialRecordPath(paths);
-  await mkdir(path.dirname(file), { recursive: true });
   const record: TrialRecord = {
     slot: next.slot,
     startedAt: new Date().toISOString(),
     deadlineMs: next.trialDeadlineMs ?? defaultTrialDeadlineMs,
   };
-  await writeFile(`${file}.tmp`, JSON.stringify(record) + "\n");
-  await rename(`${file}.tmp`, file);
+  await writeFileAtomically(file, JSON.stringify(record) + "\n", { makeDirectory: true });
 }
 
 /**

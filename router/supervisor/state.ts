@@ -2,7 +2,8 @@
 // rewritten atomically whenever a service starts, stops or restarts and when
 // an update step happens. diagd reads it for /metrics and /health.json, the
 // update API's status page for its listing.
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { writeFileAtomically } from "../../lib/atomic-file.js";
 import path from "node:path";
 
 export interface ServiceStatus {
@@ -37,9 +38,7 @@ export function supervisorStatePath(runDirectory: string): string {
 
 export async function writeSupervisorState(runDirectory: string, state: SupervisorState): Promise<void> {
   const target = supervisorStatePath(runDirectory);
-  const temporary = `${target}.${process.pid}.tmp`;
-  await writeFile(temporary, JSON.stringify(state, null, 2) + "\n");
-  await rename(temporary, target);
+  await writeFileAtomically(target, JSON.stringify(state, null, 2) + "\n");
 }
 
 export async function readSupervisorState(runDirectory: string): Promise<SupervisorState | undefined> {

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
+import { syncDirectory } from "../../lib/atomic-file.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 
 export const passwordFileName = "gokr-pw.txt";
@@ -84,15 +85,5 @@ async function readPasswordFile(file: string): Promise<string | undefined> {
         hint: "Check that /perm is mounted and the file is readable, or remove it to have a new password made.",
       },
     );
-  }
-}
-
-/** fsync on the directory, so the new name survives a power cut. */
-export async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

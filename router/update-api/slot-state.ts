@@ -6,11 +6,11 @@
 // one whose state is neither writing nor invalid and that starts with a
 // squashfs superblock whose image fits the slot (and, for an upload this API
 // completed, the bytes it received).
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import { isSlot, type Slot, type UnitPaths } from "../unit.js";
-import { syncDirectory } from "./password.js";
+import { writeFileAtomically } from "../../lib/atomic-file.js";
 import type { HashAlgorithm } from "./write-target.js";
 import { readAt, targetCapacity } from "./write-target.js";
 
@@ -65,21 +65,9 @@ export async function writeSlotState(permDir: string, slot: Slot, state: SlotSta
   }
   states[slot] = state;
   const file = slotStatePath(permDir);
-  const directory = path.dirname(file);
-  const temporary = `${file}.${process.pid}.tmp`;
   try {
-    await mkdir(directory, { recursive: true });
-    const handle = await open(temporary, "w", 0o644);
-    try {
-      await handle.writeFile(JSON.stringify(states, null, 2) + "\n");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, file);
-    await syncDirectory(directory);
+    await writeFileAtomically(file, JSON.stringify(states, null, 2) + "\n", { makeDirectory: true });
   } catch (cause) {
-    await unlink(temporary).catch(() => undefined);
     throw new Rtr7Error(
       "RTR7_ERR_UPDATE_WRITE",
       `record slot ${slot} as ${state.state} in ${file}: ${describeError(cause)}`,

@@ -8,12 +8,11 @@
 // time of `ip netns exec curl`), which shows the client's own share. Never
 // asserts on time. Needs root, curl and the image tools.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, open, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open } from "node:fs/promises";
 import path from "node:path";
-import { Netns, joinWithVeth } from "../../lab/netns.js";
 import { missingPrerequisite } from "../../lab/processes.js";
-import { cliEntry, repoPath } from "../helpers/paths.js";
+import { startLabUnitPair } from "../helpers/lab-unit-pair.js";
+import { repoPath } from "../helpers/paths.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 import { compare, printComparisons, timeCommand } from "./harness.js";
 
@@ -43,29 +42,15 @@ async function main(): Promise<void> {
     return;
   }
   const images = await unitImages({ hostname, version: "v1" });
-  const dir = await mkdtemp(path.join(tmpdir(), "rtr7-bench-push-"));
-  const unitNs = await Netns.create("pushunit");
-  const workstation = await Netns.create("pushws");
+  const pair = await startLabUnitPair({
+    label: "push",
+    hostname,
+    imagesDir: images,
+    unitAddress,
+    workstationAddress: "10.94.0.1",
+  });
+  const { workstation, dir, password } = pair;
   try {
-    await joinWithVeth(workstation, { device: "ws0", cidr: "10.94.0.1/24" }, unitNs, {
-      device: "lan0",
-      cidr: `${unitAddress}/24`,
-    });
-    const unit = unitNs.start(process.execPath, [
-      cliEntry,
-      "lab",
-      "unit",
-      "--dir",
-      dir,
-      "--hostname",
-      hostname,
-      "--address",
-      unitAddress,
-      "--image-dir",
-      images,
-    ]);
-    await unit.waitForLine(/rtr7 init: up:/, 60_000);
-    const password = (await readFile(path.join(dir, "perm", "gokr-pw.txt"), "utf8")).trim();
     const image = path.join(dir, "bench.img");
     await writeRandomFile(image, sizeMiB * 1024 * 1024);
     const driver = repoPath("dist/test/integration/update-client-driver.js");
@@ -157,10 +142,8 @@ async function main(): Promise<void> {
       results,
       sizeMiB * 1024 * 1024,
     );
-    await unit.stop(15_000);
   } finally {
-    await Promise.all([unitNs.destroy(), workstation.destroy()]);
-    await rm(dir, { recursive: true, force: true });
+    await pair.destroy();
     await removeUnitImages();
   }
 }

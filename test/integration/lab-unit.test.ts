@@ -7,14 +7,14 @@
 // supervisor restarting a killed service while a crashing one harms nobody.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sha256OfFile } from "../../lib/wire/manifest.js";
 import { readSupervisorState } from "../../router/supervisor/state.js";
-import { isRoot, joinWithVeth, Netns } from "../helpers/netns.js";
+import { isRoot, Netns } from "../helpers/netns.js";
 import { haveTool } from "../../lab/processes.js";
-import { cliEntry } from "../helpers/paths.js";
+import { startLabUnitPair, type LabUnitPair } from "../helpers/lab-unit-pair.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 import type { Started } from "../../lab/processes.js";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -38,7 +38,7 @@ interface Reply {
 }
 
 describe("rtr7 lab unit: update API, try-boot and supervisor in process mode", { skip }, () => {
-  let unitNs: Netns;
+  let pair: LabUnitPair | undefined;
   let workstation: Netns;
   let dir: string;
   let unit: Started;
@@ -112,37 +112,21 @@ describe("rtr7 lab unit: update API, try-boot and supervisor in process mode", {
       unitImages({ hostname, version: "v2" }),
     ]);
     await rm(crasher, { recursive: true, force: true });
-    unitNs = await Netns.create("labunit");
-    workstation = await Netns.create("labws");
-    await joinWithVeth(workstation, { device: "ws0", cidr: `${workstationAddress}/24` }, unitNs, {
-      device: "lan0",
-      cidr: `${unitAddress}/24`,
-    });
-    dir = await mkdtemp(path.join(tmpdir(), "rtr7-labunit-"));
-    await mkdir(path.join(dir, "perm", "data"), { recursive: true });
-    await writeFile(path.join(dir, "perm", "data", "keep.txt"), "survives every update\n");
-    unit = unitNs.start(process.execPath, [
-      cliEntry,
-      "lab",
-      "unit",
-      "--dir",
-      dir,
-      "--hostname",
+    pair = await startLabUnitPair({
+      label: "labunit",
       hostname,
-      "--address",
+      imagesDir: v1,
       unitAddress,
-      "--image-dir",
-      v1,
-    ]);
-    await unit.waitForLine(/rtr7 init: up:/, 60_000);
-    password = (await readFile(path.join(dir, "perm", "gokr-pw.txt"), "utf8")).trim();
+      workstationAddress,
+      permFiles: { "data/keep.txt": "survives every update\n" },
+    });
+    ({ workstation, unit, password } = pair);
+    dir = pair.dir;
     await waitForHealth({ version: "v1", slot: "a", trial: false }, 30_000);
   });
 
   after(async () => {
-    await unit?.stop(15_000);
-    await Promise.all([unitNs?.destroy(), workstation?.destroy()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await pair?.destroy();
     await removeUnitImages();
   });
 

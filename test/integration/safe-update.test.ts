@@ -13,7 +13,8 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { haveTool, type Started } from "../../lab/processes.js";
-import { isRoot, joinWithVeth, Netns } from "../helpers/netns.js";
+import { isRoot, Netns } from "../helpers/netns.js";
+import { startLabUnitPair, type LabUnitPair } from "../helpers/lab-unit-pair.js";
 import { cliEntry } from "../helpers/paths.js";
 import { jsonEvents } from "../helpers/scratch.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
@@ -41,6 +42,7 @@ interface Health {
 }
 
 describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 60_000 }, () => {
+  let pair: LabUnitPair | undefined;
   let unitNs: Netns;
   let workstation: Netns;
   let work: string;
@@ -48,6 +50,7 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
   let updatesDir: string;
   let configHome: string;
   let unit: Started;
+  let password: string;
   const images: Record<string, string> = {};
 
   async function health(): Promise<Health | undefined> {
@@ -139,33 +142,18 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
       }),
       unitImages({ hostname, version: "v4", routerEntry: exitAtOnce }),
     ]);
-    unitNs = await Netns.create("su-unit");
-    workstation = await Netns.create("su-ws");
-    await joinWithVeth(workstation, { device: "ws0", cidr: `${workstationAddress}/24` }, unitNs, {
-      device: "lan0",
-      cidr: `${unitAddress}/24`,
-    });
-    await workstation.setHosts({ [hostname]: unitAddress });
-    unitDir = path.join(work, "unit");
-    updatesDir = path.join(work, "updates");
-    await mkdir(path.join(unitDir, "perm", "data"), { recursive: true });
-    await writeFile(path.join(unitDir, "perm", "data", "keep.txt"), keep);
-    unit = unitNs.start(process.execPath, [
-      cliEntry,
-      "lab",
-      "unit",
-      "--dir",
-      unitDir,
-      "--hostname",
+    pair = await startLabUnitPair({
+      label: "suunit",
       hostname,
-      "--address",
+      imagesDir: images.v1 ?? "",
       unitAddress,
-      "--image-dir",
-      images.v1 ?? "",
-    ]);
-    await unit.waitForLine(/rtr7 init: up:/, 60_000);
-    // The password where gokrazy's tools keep it.
-    const password = (await readFile(path.join(unitDir, "perm", "gokr-pw.txt"), "utf8")).trim();
+      workstationAddress,
+      permFiles: { "data/keep.txt": keep },
+    });
+    ({ unitNs, workstation, unit, password } = pair);
+    unitDir = pair.dir;
+    updatesDir = path.join(work, "updates");
+    await workstation.setHosts({ [hostname]: unitAddress });
     configHome = path.join(work, "config");
     await mkdir(path.join(configHome, "gokrazy", "hosts", hostname), { recursive: true });
     await writeFile(
@@ -176,8 +164,7 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
   });
 
   after(async () => {
-    await unit?.stop(15_000);
-    await Promise.all([unitNs?.destroy(), workstation?.destroy()]);
+    await pair?.destroy();
     if (work) await rm(work, { recursive: true, force: true });
     await removeUnitImages();
   });

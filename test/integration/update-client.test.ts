@@ -9,8 +9,7 @@
 // after the idle timeout instead of hanging.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, open, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { crc32 } from "node:zlib";
@@ -18,8 +17,9 @@ import { createHash } from "node:crypto";
 import { run, haveTool, type Started } from "../../lab/processes.js";
 import { sha256OfFile } from "../../lib/wire/manifest.js";
 import type { HealthReport } from "../../lib/wire/health.js";
-import { isRoot, joinWithVeth, Netns } from "../helpers/netns.js";
-import { cliEntry, repoPath } from "../helpers/paths.js";
+import { isRoot, Netns } from "../helpers/netns.js";
+import { startLabUnitPair, type LabUnitPair } from "../helpers/lab-unit-pair.js";
+import { repoPath } from "../helpers/paths.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 
 const unitAddress = "10.92.0.2";
@@ -44,6 +44,7 @@ interface Outcome {
 }
 
 describe("UpdateClient against a process-mode unit", { skip }, () => {
+  let pair: LabUnitPair | undefined;
   let unitNs: Netns;
   let workstation: Netns;
   let dir: string;
@@ -96,37 +97,21 @@ describe("UpdateClient against a process-mode unit", { skip }, () => {
       unitImages({ hostname, version: "v1" }),
       unitImages({ hostname, version: "v2" }),
     ]);
-    unitNs = await Netns.create("ucunit");
-    workstation = await Netns.create("ucws");
-    await joinWithVeth(workstation, { device: "ws0", cidr: `${workstationAddress}/24` }, unitNs, {
-      device: "lan0",
-      cidr: `${unitAddress}/24`,
-    });
-    dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-client-"));
-    await mkdir(path.join(dir, "perm", "data"), { recursive: true });
-    await writeFile(path.join(dir, "perm", "data", "keep.txt"), "survives every update\n");
-    unit = unitNs.start(process.execPath, [
-      cliEntry,
-      "lab",
-      "unit",
-      "--dir",
-      dir,
-      "--hostname",
+    pair = await startLabUnitPair({
+      label: "ucunit",
       hostname,
-      "--address",
+      imagesDir: v1,
       unitAddress,
-      "--image-dir",
-      v1,
-    ]);
-    await unit.waitForLine(/rtr7 init: up:/, 60_000);
-    password = (await readFile(path.join(dir, "perm", "gokr-pw.txt"), "utf8")).trim();
+      workstationAddress,
+      permFiles: { "data/keep.txt": "survives every update\n" },
+    });
+    ({ unitNs, workstation, unit, password } = pair);
+    dir = pair.dir;
     await waitForHealth({ version: "v1", slot: "a", trial: false }, 30_000);
   });
 
   after(async () => {
-    await unit?.stop(15_000);
-    await Promise.all([unitNs?.destroy(), workstation?.destroy()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await pair?.destroy();
     await removeUnitImages();
   });
 
