@@ -6,8 +6,9 @@
 // kernel and rtr7's recovery initramfs, the partition table, each image
 // written and verified, /perm restored. Then the unit is started again from
 // its disk (syslinux, the kernel, the root slot's /rtr7/init) and its
-// /health.json and update API answer. Everything it made is removed at the
-// end, also on Ctrl-C.
+// /health.json and update API answer. Last, `rtr7 safe-update` updates it to
+// a second build: pushed, tried once by kexec, proven healthy, committed.
+// Everything it made is removed at the end, also on Ctrl-C.
 import { mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -49,6 +50,52 @@ function showConsole(unit: Started): void {
       if (consoleLines.test(line)) console.log(`         [unit console] ${line.trim()}`);
     }
   });
+}
+
+/** The update every unit gets: demo-2 pushed, tried once by kexec, proven healthy, committed. */
+async function safeUpdateDemo(
+  work: string,
+  lab: Netns,
+  curl: (args: string[]) => Promise<string>,
+): Promise<number> {
+  const next = path.join(work, "demo-2");
+  console.log(`\ndemo: building demo-2 and updating the unit with rtr7 safe-update ...\n`);
+  await buildUnitImages({ outDir: next, hostname, version: "demo-2" });
+  const updatesDir = path.join(work, "updates");
+  console.log(
+    `  $ RTR7_PASSWORD=… rtr7 safe-update --hostname ${hostname} --address ${unitAddress} --updates-dir ${updatesDir} \\\n` +
+      `      --build-command 'cp ${next}/*.img "$RTR7_OUT_DIR"/' --health-timeout 4m\n`,
+  );
+  const update = lab.start(
+    process.execPath,
+    [
+      cli,
+      "safe-update",
+      `--hostname=${hostname}`,
+      `--address=${unitAddress}`,
+      `--updates-dir=${updatesDir}`,
+      `--build-command=cp "${next}"/*.img "$RTR7_OUT_DIR"/`,
+      "--health-timeout=4m",
+    ],
+    { env: { ...process.env, RTR7_PASSWORD: password } },
+  );
+  update.child.stdout?.pipe(process.stdout);
+  update.child.stderr?.pipe(process.stderr);
+  const code = await update.exited(10 * 60_000);
+  if (code !== 0) {
+    console.log(`\ndemo: rtr7 safe-update exited ${code}; what failed is above.`);
+    return 1;
+  }
+  const health = JSON.parse(await curl([`http://${unitAddress}:7733/health.json`])) as {
+    version: string;
+    slot: string;
+    trial: boolean;
+  };
+  console.log(
+    `\ndemo: the unit now runs ${health.version} from slot ${health.slot}, committed (trial: ${health.trial}); ` +
+      `its run directory holds the images, the backup, the logs and recover.bash.`,
+  );
+  return 0;
 }
 
 async function main(): Promise<number> {
@@ -120,8 +167,8 @@ async function main(): Promise<number> {
     console.log(
       `         ${await curl(["-u", `gokrazy:${password}`, `http://${unitAddress}/update/features`])}`,
     );
-    console.log("\ndemo: the recovered unit runs its own image, reports healthy and takes updates.");
-    return 0;
+    console.log("\ndemo: the recovered unit runs its own image and reports healthy.");
+    return await safeUpdateDemo(work, lab, curl);
   } finally {
     await cleanUp();
   }
