@@ -124,15 +124,14 @@ export interface WriteUploadResult {
   hash: string;
 }
 
-const batchBytes = 4 * 1024 * 1024;
+const batchBytes = 1024 * 1024;
 
 /**
  * Streams `source` onto the target at offset 0, then fsyncs it. Throws
  * RTR7_ERR_UPDATE_TRUNCATED when the body ends early (a Content-Length not
  * reached, the request aborted, the connection closed) and
  * RTR7_ERR_UPDATE_WRITE when the body is larger than the target or a write
- * fails. Bytes are written in 4 MiB batches, one written while the next
- * arrives; callers learn whether anything
+ * fails. Bytes are written in 1 MiB batches; callers learn whether anything
  * reached the target through beforeFirstWrite.
  */
 export async function writeUpload(options: WriteUploadOptions): Promise<WriteUploadResult> {
@@ -157,21 +156,6 @@ export async function writeUpload(options: WriteUploadOptions): Promise<WriteUpl
   let started = false;
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
-  // One batch is written while the next is received: waiting for each write
-  // before reading on halved the throughput. At most one write is in flight,
-  // so memory stays at two batches plus the socket's buffers.
-  let inFlight: Promise<void> | undefined;
-  const writeBatch = async (batch: Buffer, offset: number): Promise<void> => {
-    try {
-      await target.write(batch, 0, batch.length, offset);
-    } catch (cause) {
-      throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_WRITE",
-        `write ${targetName} (${options.targetPath}) at byte ${offset}: ${describeError(cause)}`,
-        { cause },
-      );
-    }
-  };
   const flush = async (): Promise<void> => {
     if (pendingBytes === 0) return;
     if (!started) {
@@ -181,10 +165,15 @@ export async function writeUpload(options: WriteUploadOptions): Promise<WriteUpl
     const batch = Buffer.concat(pending, pendingBytes);
     pending = [];
     pendingBytes = 0;
-    if (inFlight) await inFlight;
-    inFlight = writeBatch(batch, written);
-    // Seen by the next flush or the end; until then it must not count as unhandled.
-    inFlight.catch(() => undefined);
+    try {
+      await target.write(batch, 0, batch.length, written);
+    } catch (cause) {
+      throw new Rtr7Error(
+        "RTR7_ERR_UPDATE_WRITE",
+        `write ${targetName} (${options.targetPath}) at byte ${written}: ${describeError(cause)}`,
+        { cause },
+      );
+    }
     written += batch.length;
   };
   options.beforeRead?.();
@@ -211,7 +200,6 @@ export async function writeUpload(options: WriteUploadOptions): Promise<WriteUpl
       throw truncated(targetName, received, expected, idle.why() ?? "the connection closed");
     }
     await flush();
-    await inFlight;
     try {
       await target.sync();
     } catch (cause) {
@@ -225,7 +213,6 @@ export async function writeUpload(options: WriteUploadOptions): Promise<WriteUpl
     }
     return { bytes: received, hash: hash.hex() };
   } finally {
-    await inFlight?.catch(() => undefined);
     await target.close().catch(() => undefined);
   }
 }
