@@ -4,7 +4,7 @@
 // trace only with DEBUG set. Exit codes: 2 for usage errors (bad flags), 1 for
 // everything else. This is the only place that sets the exit code.
 import { Command, Errors, Flags, type Interfaces } from "@oclif/core";
-import { createLogger, type Logger } from "../lib/log.js";
+import { createLogger, type Logger, type LoggerOptions } from "../lib/log.js";
 import { isRtr7Error } from "../lib/errors.js";
 
 export abstract class Rtr7Command extends Command {
@@ -16,9 +16,9 @@ export abstract class Rtr7Command extends Command {
   private jsonOutput = false;
 
   /** Builds the logger from the parsed base flags; call once in run(). */
-  protected makeLogger(flags: { json: boolean; verbose: boolean }): Logger {
+  protected makeLogger(flags: { json: boolean; verbose: boolean }, stream?: LoggerOptions["stream"]): Logger {
     this.jsonOutput = flags.json;
-    return createLogger({ json: flags.json, level: flags.verbose ? "debug" : "info" });
+    return createLogger({ json: flags.json, level: flags.verbose ? "debug" : "info", stream });
   }
 
   protected override async catch(error: Interfaces.CommandError): Promise<unknown> {

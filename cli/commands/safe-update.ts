@@ -2,7 +2,6 @@
 // automatic rollback. The work is in updates/safe-update.ts.
 import { Flags } from "@oclif/core";
 import { fileURLToPath } from "node:url";
-import { createLogger } from "../../lib/log.js";
 import { parseDuration } from "../../lib/duration.js";
 import { Rtr7Command } from "../base.js";
 
@@ -87,15 +86,11 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
   async run(): Promise<void> {
     const { flags } = await this.parse(SafeUpdate);
     let runLog: NodeJS.WritableStream | undefined;
-    this.makeLogger(flags);
-    const log = createLogger({
-      json: flags.json,
-      level: flags.verbose ? "debug" : "info",
-      stream: {
-        write(line: string) {
-          process.stdout.write(line);
-          runLog?.write(line);
-        },
+    // Every line also goes into the run's stdout.log once the run exists.
+    const log = this.makeLogger(flags, {
+      write(line: string) {
+        process.stdout.write(line);
+        runLog?.write(line);
       },
     });
     const healthTimeoutMs = parseDuration(flags["health-timeout"], "--health-timeout");

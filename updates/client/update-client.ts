@@ -149,6 +149,15 @@ export class UpdateClient {
     return hostPort(this.endpoint.host, port);
   }
 
+  /** A transfer that made no progress for the idle timeout (a cut cable, a hung unit). */
+  private stalled(where: string, step: string, doneSoFar: string): Error {
+    return unreachableError(
+      where,
+      step,
+      new Error(`no progress for ${(this.idleTimeoutMs / 1000).toFixed(1)} s after ${doneSoFar}`),
+    );
+  }
+
   /** GET /update/features: which hash uploads use, and whether the unit knows PARTUUID. */
   async features(): Promise<UnitFeatures> {
     const step = "GET /update/features";
@@ -235,15 +244,7 @@ export class UpdateClient {
         else resolve(result as PushResult);
       };
       const watch = new IdleWatch(this.idleTimeoutMs, () =>
-        settle(
-          unreachableError(
-            where,
-            step,
-            new Error(
-              `no progress for ${(this.idleTimeoutMs / 1000).toFixed(1)} s after ${formatBytes(sentBytes)} of ${formatBytes(size)} were sent`,
-            ),
-          ),
-        ),
+        settle(this.stalled(where, step, `${formatBytes(sentBytes)} of ${formatBytes(size)} were sent`)),
       );
 
       const request = http.request({
@@ -504,15 +505,7 @@ export class UpdateClient {
         else resolve(bytes);
       };
       const watch = new IdleWatch(this.idleTimeoutMs, () =>
-        settle(
-          unreachableError(
-            where,
-            step,
-            new Error(
-              `no progress for ${(this.idleTimeoutMs / 1000).toFixed(1)} s after ${formatBytes(bytes)}`,
-            ),
-          ),
-        ),
+        settle(this.stalled(where, step, formatBytes(bytes))),
       );
       const request = http.get({ host: this.endpoint.host, port, path: route, agent: false });
       request.on("error", (error) => settle(unreachableError(where, step, error)));
