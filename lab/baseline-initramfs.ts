@@ -11,7 +11,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { cpioArchive, type CpioEntry } from "../recovery-init/initramfs/cpio.js";
+import { cpioArchive, type CpioEntry } from "../updates/image/initramfs/cpio.js";
 import { busyboxInitPreamble } from "./smoke-initramfs.js";
 
 /** Load order: dependencies first (modules.dep of Debian 12's kernel). */

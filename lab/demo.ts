@@ -17,7 +17,7 @@ import { buildUnitImages } from "../updates/image/build.js";
 import { Netns } from "./netns.js";
 import { run, type Started } from "./processes.js";
 import { diskUnitArgs, recoveryUnitArgs } from "./qemu.js";
-import { newestKernel } from "../server/recover-inputs.js";
+import { newestKernel } from "../lib/host-kernel.js";
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/run.js");
 const consoleLines =

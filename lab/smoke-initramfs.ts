@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { cpioArchive, type CpioEntry } from "../recovery-init/initramfs/cpio.js";
+import { cpioArchive, type CpioEntry } from "../updates/image/initramfs/cpio.js";
 
 /** The start of a busybox init script: applets installed, proc, sys and dev mounted. */
 export const busyboxInitPreamble = `/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin

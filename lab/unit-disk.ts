@@ -8,7 +8,15 @@
 import { execFile } from "node:child_process";
 import { open, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
-import { diskIdentifier, partitionTableBytes, planLayout } from "../recovery-init/disk/layout.js";
+import {
+  diskIdentifier,
+  mbrBootCodeBytes,
+  partitionTableBytes,
+  partitionTableLength,
+  partitionTableOffset,
+  planLayout,
+} from "../lib/wire/disk-layout.js";
+import { imageFiles } from "../lib/wire/images.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -24,7 +32,6 @@ export interface UnitDiskOptions {
   permDir?: string;
 }
 
-const mbrBootCodeBytes = 440;
 const chunkBytes = 1024 * 1024;
 
 /** Copies `source` into `target` at `offset`, skipping all-zero chunks (the file is new and sparse). */
@@ -61,10 +68,15 @@ export async function assembleUnitDisk(options: UnitDiskOptions): Promise<void> 
   const disk = await open(options.disk, "wx");
   try {
     await disk.truncate(layout.diskBytes);
-    await writeSparse(disk, image("mbr.img"), 0, mbrBootCodeBytes, mbrBootCodeBytes);
-    await disk.write(partitionTableBytes(layout, diskIdentifier(options.hostname)), 0, 72, 440);
-    await writeSparse(disk, image("boot.img"), boot.byteOffset, boot.byteSize);
-    await writeSparse(disk, image("root.img"), rootA.byteOffset, rootA.byteSize);
+    await writeSparse(disk, image(imageFiles.mbr), 0, mbrBootCodeBytes, mbrBootCodeBytes);
+    await disk.write(
+      partitionTableBytes(layout, diskIdentifier(options.hostname)),
+      0,
+      partitionTableLength,
+      partitionTableOffset,
+    );
+    await writeSparse(disk, image(imageFiles.boot), boot.byteOffset, boot.byteSize);
+    await writeSparse(disk, image(imageFiles.root), rootA.byteOffset, rootA.byteSize);
     await disk.sync();
   } finally {
     await disk.close();

@@ -22,7 +22,7 @@ import {
   planLayout,
   diskIdentifier,
   rootSlotBytes,
-} from "../recovery-init/disk/layout.js";
+} from "../lib/wire/disk-layout.js";
 import { readBootFile } from "../router/boot/boot-partition.js";
 import { bootFiles, parseSyslinuxConfig } from "../router/boot/syslinux-config.js";
 import type { NextBoot } from "../router/boot/boot-control.js";

@@ -11,6 +11,7 @@ import { parseCmdline } from "./cmdline.js";
 import { recoverUnit, StepError } from "./recover-unit.js";
 import { httpReporter, type Reporter } from "./reporter.js";
 import { busyboxSystem, type UnitSystem } from "./system.js";
+import { modulesListPath } from "../lib/wire/image-paths.js";
 
 const say = (line: string): void => console.log(`rtr7-recovery: ${line}`);
 
@@ -21,7 +22,7 @@ export async function runRecoveryInit(system: UnitSystem = busyboxSystem): Promi
   try {
     await system.mountEssentials();
     step = "modules";
-    const modules = (await readFile("/etc/rtr7/modules", "utf8").catch(() => ""))
+    const modules = (await readFile(modulesListPath, "utf8").catch(() => ""))
       .split("\n")
       .map((line) => line.trim())
       .filter((line) => line !== "");

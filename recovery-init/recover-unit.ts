@@ -15,12 +15,17 @@ import { mountPerm, writeInterfacesJson } from "./perm.js";
 import { chooseDisk } from "./disk/choose.js";
 import {
   diskIdentifier,
+  mbrBootCodeBytes,
   partitionDevice,
+  partitionNumbers,
   partitionTableBytes,
+  partitionTableLength,
+  partitionTableOffset,
   planLayout,
   minimumDiskBytes,
-} from "./disk/layout.js";
+} from "../lib/wire/disk-layout.js";
 import { restoreBackup } from "./backup/restore.js";
+import { imageFiles } from "../lib/wire/images.js";
 
 export class StepError extends Error {
   constructor(
@@ -44,8 +49,6 @@ export interface RecoverUnitOptions {
   say?: (line: string) => void;
   fetch?: typeof fetch;
 }
-
-const mbrBootCodeBytes = 440;
 
 export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
   const { parameters, system, reporter } = options;
@@ -79,19 +82,24 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
       if (!entry) throw new Error(`manifest.json lists no ${name}`);
       return entry;
     };
-    const images = { mbr: image("mbr.img"), boot: image("boot.img"), root: image("root.img") };
+    const images = { mbr: image(imageFiles.mbr), boot: image(imageFiles.boot), root: image(imageFiles.root) };
 
     await begin("partition", `writing the partition table of ${disk.device}`);
     const device = await open(disk.device, "r+");
     try {
-      await device.write(partitionTableBytes(layout, diskIdentifier(parameters.hostname)), 0, 72, 440);
+      await device.write(
+        partitionTableBytes(layout, diskIdentifier(parameters.hostname)),
+        0,
+        partitionTableLength,
+        partitionTableOffset,
+      );
       await device.sync();
     } finally {
       await device.close();
     }
     await system.rereadPartitions(disk.device);
     await waitForDevices(
-      [1, 2, 3, 4].map((n) => partitionDevice(disk.device, n)),
+      Object.values(partitionNumbers).map((n) => partitionDevice(disk.device, n)),
       10_000,
     );
 
@@ -132,7 +140,7 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
     }
 
     await begin("perm", "mounting /perm");
-    const permDevice = partitionDevice(disk.device, 4);
+    const permDevice = partitionDevice(disk.device, partitionNumbers.perm);
     await mountPerm(system, permDevice, perm, say);
 
     await begin("restore", "restoring the backup of /perm");

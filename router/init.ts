@@ -8,11 +8,11 @@
 // loader runs the committed slot. As PID 1 it must never exit: an uncaught
 // error ends in a kernel panic, and panic=10 reboots into the committed slot.
 import { execFile } from "node:child_process";
-import { readFile, readdir, writeFile, mkdir } from "node:fs/promises";
+import { access, readFile, readdir, writeFile, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { createLogger } from "../lib/log.js";
-import { partitionDevice } from "../recovery-init/disk/layout.js";
+import { partitionDevice, partitionNumbers } from "../lib/wire/disk-layout.js";
 import type { NextBoot } from "./boot/boot-control.js";
 import { copyBootFileOut, readBootFile } from "./boot/boot-partition.js";
 import { bootFiles, parseSyslinuxConfig } from "./boot/syslinux-config.js";
@@ -20,6 +20,8 @@ import { readBuildInfo } from "./build-info.js";
 import { runSuite } from "./suite.js";
 import type { ServiceSpec } from "./supervisor/supervisor.js";
 import { isSlot, unitPorts, type ServiceConfig, type Slot, type UnitPaths } from "./unit.js";
+import { modulesListPath } from "../lib/wire/image-paths.js";
+import { cmdlineValues, unitCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
 
 const execFileAsync = promisify(execFile);
 const busybox = "/bin/busybox";
@@ -40,11 +42,27 @@ async function bb(applet: string, args: string[], timeoutMs = 30_000): Promise<s
   }
 }
 
+/** True when `target` is a mount point now (false while /proc itself is not mounted). */
+async function isMounted(target: string): Promise<boolean> {
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  return mountinfo.split("\n").some((line) => line.split(" ")[4] === target);
+}
+
+/** True when the kernel has the module (loaded, or built in with a /sys/module entry). */
+async function moduleLoaded(name: string): Promise<boolean> {
+  return access(path.join("/sys/module", name)).then(
+    () => true,
+    () => false,
+  );
+}
+
 async function mountQuietly(type: string, source: string, target: string, options?: string): Promise<void> {
   await mkdir(target, { recursive: true }).catch(() => undefined);
+  // Mounted already (devtmpfs by the kernel, or by the boot initrd): nothing to do.
+  if (await isMounted(target)) return;
   const args = ["-t", type, ...(options ? ["-o", options] : []), source, target];
-  await bb("mount", args).catch((error: Error) => {
-    if (!/busy|already mounted/i.test(error.message)) say(`mount ${target}: ${error.message}`);
+  await bb("mount", args).catch(async (error: Error) => {
+    if (!(await isMounted(target))) say(`mount ${target}: ${error.message}`);
   });
 }
 
@@ -54,13 +72,12 @@ export interface UnitCmdline {
 }
 
 export function parseUnitCmdline(text: string): UnitCmdline {
-  const words = text.trim().split(/\s+/);
-  const value = (key: string): string | undefined =>
-    words.find((word) => word.startsWith(`${key}=`))?.slice(key.length + 1);
-  const named = value("rtr7.slot");
+  const values = cmdlineValues(text);
+  const value = (key: string): string | undefined => values.get(key);
+  const named = value(unitCmdlineKeys.slot);
   const partuuid = value("root")?.match(/-0([23])$/)?.[1];
   const slot: Slot = isSlot(named) ? named : partuuid === "3" ? "b" : "a";
-  const trial = value("rtr7.trial");
+  const trial = value(unitCmdlineKeys.trial);
   return { slot, trialDeadlineMs: trial && /^\d+$/.test(trial) ? Number(trial) : undefined };
 }
 
@@ -98,11 +115,12 @@ export function modulesToLoad(list: string, procModules: string): string[] {
 }
 
 async function loadModules(): Promise<void> {
-  const list = await readFile("/etc/rtr7/modules", "utf8").catch(() => "");
+  const list = await readFile(modulesListPath, "utf8").catch(() => "");
   const loaded = await readFile("/proc/modules", "utf8").catch(() => "");
   for (const module of modulesToLoad(list, loaded)) {
-    await bb("insmod", [module]).catch((error: Error) => {
-      if (!/exists/i.test(error.message)) say(`module ${path.basename(module)}: ${error.message}`);
+    await bb("insmod", [module]).catch(async (error: Error) => {
+      // Loaded meanwhile (or built in): not a failure, whatever insmod said.
+      if (!(await moduleLoaded(moduleName(module)))) say(`module ${path.basename(module)}: ${error.message}`);
     });
   }
 }
@@ -197,7 +215,7 @@ async function rebootUnit(paths: UnitPaths, next: NextBoot): Promise<void> {
         await copyBootFileOut(paths.boot, label.initrd, "/tmp/kexec-initrd");
         args.push("--initrd=/tmp/kexec-initrd");
       }
-      const trial = next.trial ? ` rtr7.trial=${next.trialDeadlineMs ?? 600_000}` : "";
+      const trial = next.trial ? ` ${unitCmdlineKeys.trial}=${next.trialDeadlineMs ?? 600_000}` : "";
       args.push(`--append=${label.append}${trial}`);
       await execFileAsync("/usr/sbin/kexec", args, { timeout: 60_000 });
       say(`kexec into slot ${next.slot}${next.trial ? " (trial)" : ""}`);
@@ -226,15 +244,18 @@ export async function runUnitInit(): Promise<void> {
 
   const disk = await rootDisk();
   const paths: UnitPaths = {
-    boot: partitionDevice(disk, 1),
-    roots: { a: partitionDevice(disk, 2), b: partitionDevice(disk, 3) },
+    boot: partitionDevice(disk, partitionNumbers.boot),
+    roots: {
+      a: partitionDevice(disk, partitionNumbers.rootA),
+      b: partitionDevice(disk, partitionNumbers.rootB),
+    },
     mbr: disk,
     perm: "/perm",
     etc,
     run: "/run/rtr7",
   };
   try {
-    await bb("mount", ["-t", "ext4", partitionDevice(disk, 4), "/perm"]);
+    await bb("mount", ["-t", "ext4", partitionDevice(disk, partitionNumbers.perm), "/perm"]);
   } catch (error) {
     say(`/perm did not mount (${(error as Error).message}); running with an empty /perm in memory`);
     await mountQuietly("tmpfs", "tmpfs", "/perm");

@@ -2,6 +2,8 @@
 // and every service: the two root slots, and the configuration each service
 // is started with (passed as JSON in RTR7_SERVICE_CONFIG, so a service is a
 // plain process that the supervisor can kill and restart).
+import { rootSlotPartition } from "../lib/wire/disk-layout.js";
+import { unitPorts } from "../lib/wire/update-protocol.js";
 
 export const slots = ["a", "b"] as const;
 /** Root slot A is partition 2, B partition 3 (DESIGN.md's disk layout). */
@@ -12,7 +14,7 @@ export function otherSlot(slot: Slot): Slot {
 }
 
 export function slotPartitionNumber(slot: Slot): 2 | 3 {
-  return slot === "a" ? 2 : 3;
+  return rootSlotPartition(slot);
 }
 
 export function isSlot(value: unknown): value is Slot {
@@ -20,7 +22,7 @@ export function isSlot(value: unknown): value is Slot {
 }
 
 /** The usual ports (router7's and gokrazy's). */
-export const unitPorts = { update: 80, diagd: 7733, backupd: 8077 } as const;
+export { unitPorts };
 
 /** Where things are on the unit, or under DIR in process mode. */
 export interface UnitPaths {

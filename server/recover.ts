@@ -9,6 +9,9 @@ import { randomBytes } from "node:crypto";
 import { Rtr7Error } from "../lib/errors.js";
 import { formatBytes, type Logger } from "../lib/log.js";
 import { FileMap, fileFromDisk } from "../lib/served-files.js";
+import { imageFiles as imageFileNames } from "../lib/wire/images.js";
+import { recoveryCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
+import { checkedDiskName, checkedHostname, normaliseMac } from "../lib/wire/names.js";
 import { sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
 import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
 import { startDhcpServer } from "./dhcp/server.js";
@@ -66,17 +69,10 @@ export interface RecoverySummary {
   message?: string;
 }
 
-const hostnamePattern = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-
 export async function recover(options: RecoverOptions): Promise<RecoverySummary> {
   const started = Date.now();
   const log = options.log;
-  if (!hostnamePattern.test(options.hostname)) {
-    throw new Rtr7Error(
-      "RTR7_ERR_USAGE",
-      `--hostname ${JSON.stringify(options.hostname)}: want a host name (letters, digits and inner hyphens, at most 63)`,
-    );
-  }
+  checkedHostname(options.hostname);
   const lockedMac = options.mac === undefined ? undefined : normaliseMac(options.mac);
   if (options.disk !== undefined) checkedDiskName(options.disk);
   const network = chooseRecoveryNetwork(
@@ -94,7 +90,9 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     hostname: options.hostname,
     token,
     bootOver: options.bootOver ?? "tftp",
-    ...(options.disk === undefined ? {} : { extraCmdline: [`rtr7.disk=${checkedDiskName(options.disk)}`] }),
+    ...(options.disk === undefined
+      ? {}
+      : { extraCmdline: [`${recoveryCmdlineKeys.disk}=${checkedDiskName(options.disk)}`] }),
   };
   const bootFiles = await pxeBootFiles(bootInputs);
   for (const file of await httpBootFiles(bootInputs)) imageFiles.add(file);
@@ -193,7 +191,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
 
 /** rtr7's own recovery initramfs for this kernel, from the cache when its inputs are unchanged. */
 async function defaultInitrd(kernel: string, log: Logger): Promise<string> {
-  const { buildRecoveryInitramfs } = await import("../recovery-init/initramfs/builder.js");
+  const { buildRecoveryInitramfs } = await import("../updates/image/initramfs/builder.js");
   const started = Date.now();
   const built = await buildRecoveryInitramfs({ kernel, log });
   log.info(
@@ -211,9 +209,9 @@ async function prepareImages(
   log: Logger,
 ): Promise<{ imageFiles: FileMap; manifest: Manifest }> {
   const named: [string, string][] = [
-    ["mbr.img", images.mbr],
-    ["boot.img", images.boot],
-    ["root.img", images.root],
+    [imageFileNames.mbr, images.mbr],
+    [imageFileNames.boot, images.boot],
+    [imageFileNames.root, images.root],
   ];
   const imageFiles = new FileMap();
   for (const [name, path] of named) imageFiles.add(await fileFromDisk(name, path));
@@ -246,30 +244,6 @@ export function listenError(error: unknown, what: string): Rtr7Error {
   return code === "EACCES"
     ? new Rtr7Error("RTR7_ERR_NOT_ROOT", message, { cause: error })
     : new Rtr7Error("RTR7_ERR_LISTEN", message, { cause: error });
-}
-
-/** A disk name for the kernel command line: sda, vda, nvme0n1, mmcblk0 (a /dev/ prefix is dropped). */
-export function checkedDiskName(text: string): string {
-  const name = text.replace(/^\/dev\//, "");
-  if (!/^[a-z][a-z0-9]{1,31}$/.test(name)) {
-    throw new Rtr7Error(
-      "RTR7_ERR_USAGE",
-      `--disk ${JSON.stringify(text)}: want a whole disk's name such as sda, vda or nvme0n1`,
-    );
-  }
-  return name;
-}
-
-/** aa:bb:cc:dd:ee:ff in lower case, from colon, dash or bare hex forms. */
-export function normaliseMac(text: string): string {
-  const hex = text.toLowerCase().replace(/[:-]/g, "");
-  if (!/^[0-9a-f]{12}$/.test(hex)) {
-    throw new Rtr7Error(
-      "RTR7_ERR_USAGE",
-      `--mac ${JSON.stringify(text)}: want a MAC address such as 52:54:00:12:34:56`,
-    );
-  }
-  return hex.replace(/(..)(?!$)/g, "$1:");
 }
 
 function unitFailure(report: FailureReport, peer: string): Rtr7Error {

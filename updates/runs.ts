@@ -11,6 +11,7 @@ import { mkdir, readFile, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Rtr7Error, describeError } from "../lib/errors.js";
+import { imageNames } from "../lib/wire/images.js";
 
 export interface RunRecord {
   hostname: string;
@@ -32,7 +33,7 @@ export interface RunEntry {
 }
 
 /** The images a run must hold to recover a unit from it. */
-export const runImages = ["mbr.img", "boot.img", "root.img"] as const;
+export const runImages = imageNames;
 
 /** $XDG_DATA_HOME/rtr7/updates, or ~/.local/share/rtr7/updates. */
 export function defaultUpdatesDir(env: NodeJS.ProcessEnv = process.env, home = os.homedir()): string {

@@ -3,6 +3,7 @@
 // server/serial/watch.ts.
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../base.js";
+import { baudFlag, requiredSerialFlag } from "../flags.js";
 
 export default class ConsoleCommand extends Rtr7Command {
   static override summary = "Watch a unit's serial console until Ctrl-C.";
@@ -24,12 +25,8 @@ is reported as an error line.`;
   ];
 
   static override flags = {
-    serial: Flags.string({
-      description: "Serial device of the unit's console.",
-      required: true,
-      helpValue: "PATH",
-    }),
-    baud: Flags.integer({ description: "Serial console speed.", default: 115200, min: 1 }),
+    serial: requiredSerialFlag("Serial device of the unit's console."),
+    baud: baudFlag(),
     log: Flags.string({ description: "Append the raw console output to this file.", helpValue: "FILE" }),
   };
 

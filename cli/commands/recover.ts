@@ -1,5 +1,15 @@
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../base.js";
+import {
+  baudFlag,
+  diskFlag,
+  hostnameFlag,
+  interfaceFlag,
+  kernelFlag,
+  macFlag,
+  rebootorFlag,
+  serialFlag,
+} from "../flags.js";
 
 export default class Recover extends Rtr7Command {
   static override summary = "Re-image a unit over the network (PXE): DHCP, TFTP and HTTP for one recovery.";
@@ -40,34 +50,26 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       description: "Backup of /perm (backup.tar.gz) to restore on the unit.",
       exists: true,
     }),
-    hostname: Flags.string({ description: "The unit's host name.", required: true }),
-    interface: Flags.string({
-      description:
-        "Interface facing the unit [default: the first up, non-loopback one with one IPv4 address].",
-    }),
+    hostname: hostnameFlag(),
+    interface: interfaceFlag(
+      "Interface facing the unit [default: the first up, non-loopback one with one IPv4 address].",
+    ),
     "recover-octet": Flags.integer({
       description: "Last byte of the address offered to the unit.",
       default: 1,
       min: 1,
       max: 254,
     }),
-    mac: Flags.string({ description: "Serve only this MAC address (aa:bb:cc:dd:ee:ff)." }),
-    disk: Flags.string({
-      description:
-        "The unit's disk to erase and write (sda, nvme0n1) [default: the only fixed disk large enough; several are an error].",
-    }),
+    mac: macFlag(),
+    disk: diskFlag(),
     reset: Flags.boolean({
       description: "Reset the unit through the Teensy rebootor.",
       default: true,
       allowNo: true,
     }),
-    rebootor: Flags.string({
-      description: "Rebootor to use when several are attached (serial number or path).",
-    }),
-    serial: Flags.string({
-      description: "Serial console of the unit (e.g. /dev/ttyUSB0); lines are shown and logged.",
-    }),
-    baud: Flags.integer({ description: "Serial console speed.", default: 115200 }),
+    rebootor: rebootorFlag(),
+    serial: serialFlag("Serial console of the unit (e.g. /dev/ttyUSB0); lines are shown and logged."),
+    baud: baudFlag(),
     "boot-menu": Flags.option({
       options: ["seabios", "apu2", "none"] as const,
       default: "none" as const,
@@ -77,10 +79,7 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       description:
         "Append the raw console output to this file [default: with --serial, ./console-<hostname>.log].",
     }),
-    kernel: Flags.file({
-      description: "Kernel pxelinux boots [default: the newest /boot/vmlinuz-*].",
-      exists: true,
-    }),
+    kernel: kernelFlag("Kernel pxelinux boots [default: the newest /boot/vmlinuz-*]."),
     initrd: Flags.file({
       description:
         "Initramfs pxelinux boots [default: rtr7's recovery initramfs for --kernel, built once and cached].",
@@ -102,7 +101,8 @@ answered, so the LAN's own DHCP server is not disturbed.`;
     const { flags } = await this.parse(Recover);
     const log = this.makeLogger(flags);
     const { recover } = await import("../../server/recover.js");
-    const { resolveRecoveryImages, newestKernel } = await import("../../server/recover-inputs.js");
+    const { resolveRecoveryImages } = await import("../recover-inputs.js");
+    const { newestKernel } = await import("../../lib/host-kernel.js");
     const { parseDuration } = await import("../../lib/duration.js");
     const { Rtr7Error } = await import("../../lib/errors.js");
     const controller = new AbortController();

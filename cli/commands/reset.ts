@@ -2,6 +2,7 @@
 // attached rebootors. The work is in server/rebootor.ts.
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../base.js";
+import { rebootorFlag } from "../flags.js";
 
 export default class Reset extends Rtr7Command {
   static override summary = "Reset the unit through the Teensy rebootor (USB 16c0:0477).";
@@ -23,10 +24,7 @@ With several attached, choose one with --rebootor; --list shows them.`;
   ];
 
   static override flags = {
-    rebootor: Flags.string({
-      description: "Rebootor to use when several are attached: its serial number or device path.",
-      helpValue: "SERIAL_OR_PATH",
-    }),
+    rebootor: rebootorFlag(),
     list: Flags.boolean({ description: "List the attached rebootors instead of resetting." }),
   };
 

@@ -4,6 +4,7 @@ import { Flags } from "@oclif/core";
 import { fileURLToPath } from "node:url";
 import { parseDuration } from "../../lib/duration.js";
 import { Rtr7Command } from "../base.js";
+import { hostnameFlag, interfaceFlag } from "../flags.js";
 
 export default class SafeUpdate extends Rtr7Command {
   static override summary =
@@ -41,7 +42,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
   ];
 
   static override flags = {
-    hostname: Flags.string({ description: "The unit's hostname.", required: true, helpValue: "H" }),
+    hostname: hostnameFlag(),
     address: Flags.string({
       description: "Reach the unit at this address instead of its hostname.",
       helpValue: "ADDR",
@@ -77,10 +78,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         "How long the unit runs the new slot uncommitted before falling back by itself (default: --health-timeout + 45s).",
       helpValue: "DURATION",
     }),
-    interface: Flags.string({
-      description: "The interface facing the unit, for the last-resort recovery over PXE.",
-      helpValue: "NAME",
-    }),
+    interface: interfaceFlag("The interface facing the unit, for the last-resort recovery over PXE."),
   };
 
   async run(): Promise<void> {

@@ -8,7 +8,7 @@
 import { lstat, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Rtr7Error } from "../../lib/errors.js";
-import { describeSize } from "./layout.js";
+import { describeSize } from "../../lib/wire/disk-layout.js";
 
 export interface ChooseDiskOptions {
   /** Default /sys/block. */

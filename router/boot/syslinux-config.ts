@@ -6,7 +6,8 @@
 // accident. The image builder writes this file, the update API rewrites the
 // DEFAULT line on switch and commit.
 import { Rtr7Error } from "../../lib/errors.js";
-import { partitionUuid } from "../../recovery-init/disk/layout.js";
+import { partitionUuid } from "../../lib/wire/disk-layout.js";
+import { unitCmdlineKeys } from "../../lib/wire/kernel-cmdline.js";
 import { slotPartitionNumber, slots, type Slot } from "../unit.js";
 
 export const bootFiles = {
@@ -31,7 +32,7 @@ export interface BootConfig {
 
 export function slotKernelParameters(diskId: number, slot: Slot, extra = ""): string {
   const root = `root=PARTUUID=${partitionUuid(diskId, slotPartitionNumber(slot))}`;
-  return [root, commonKernelParameters, `rtr7.slot=${slot}`, extra].filter((part) => part !== "").join(" ");
+  return [root, commonKernelParameters, `${unitCmdlineKeys.slot}=${slot}`, extra].filter((part) => part !== "").join(" ");
 }
 
 export function renderSyslinuxConfig(options: {

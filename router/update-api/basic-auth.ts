@@ -7,8 +7,9 @@
 // crypto.timingSafeEqual, so neither the time taken nor a length mismatch
 // tells a guesser anything.
 import { createHash, timingSafeEqual } from "node:crypto";
+import { updateUser } from "../../lib/wire/update-protocol.js";
 
-export const updateUser = "gokrazy";
+export { updateUser };
 export const basicRealm = "gokrazy";
 
 export interface Credentials {

@@ -17,9 +17,9 @@ import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
 import { recoveryUnitArgs } from "../../lab/qemu.js";
 import { modulesDirFor } from "../../lab/smoke-initramfs.js";
 import { baselineMarks, buildBaselineInitramfs } from "../../lab/baseline-initramfs.js";
-import { newestKernel } from "../../server/recover-inputs.js";
+import { newestKernel } from "../../lib/host-kernel.js";
 import { httpLoaderFile } from "../../server/pxe/boot-files.js";
-import { diskIdentifier, partitionTableBytes, planLayout } from "../../recovery-init/disk/layout.js";
+import { diskIdentifier, partitionTableBytes, planLayout } from "../../lib/wire/disk-layout.js";
 import { silentLogger } from "../../lib/log.js";
 import { recoverArgs } from "../helpers/scratch.js";
 import { median } from "./harness.js";
@@ -412,7 +412,7 @@ async function main(): Promise<void> {
   try {
     await ns.addTap("tap0", serverCidr);
     console.log("building (or reading from the cache) rtr7's recovery initramfs...");
-    const { buildRecoveryInitramfs } = await import("../../recovery-init/initramfs/builder.js");
+    const { buildRecoveryInitramfs } = await import("../../updates/image/initramfs/builder.js");
     const built = await buildRecoveryInitramfs({ kernel: lab.kernel, log: silentLogger() });
     await prepareBaseline(lab);
     const baselineInitrdBytes = (await readFile(path.join(tftpRoot, "initrd"))).length;

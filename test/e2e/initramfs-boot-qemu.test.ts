@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { truncate, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { haveTool, run } from "../../lab/processes.js";
-import { buildRecoveryInitramfs } from "../../recovery-init/initramfs/builder.js";
+import { buildRecoveryInitramfs } from "../../updates/image/initramfs/builder.js";
 import { hostKernel } from "../helpers/host-kernel.js";
 import { scratchDir } from "../helpers/scratch.js";
 

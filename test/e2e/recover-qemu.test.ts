@@ -12,7 +12,7 @@ import { namespacesFor, requireRootAndTools } from "../helpers/netns.js";
 import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
 import { buildSmokeInitramfs, modulesDirFor } from "../../lab/smoke-initramfs.js";
 import { hangingBootSector, qemuUnitArgs } from "../../lab/qemu.js";
-import { newestKernel } from "../../server/recover-inputs.js";
+import { newestKernel } from "../../lib/host-kernel.js";
 
 const unitMac = "52:54:00:12:34:56";
 const bootTimeoutMs = 360_000;

@@ -30,8 +30,8 @@ import tarStream from "tar-stream";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
 import { recoveryUnitArgs } from "../../lab/qemu.js";
-import { newestKernel } from "../../server/recover-inputs.js";
-import { diskIdentifier, planLayout } from "../../recovery-init/disk/layout.js";
+import { newestKernel } from "../../lib/host-kernel.js";
+import { diskIdentifier, planLayout } from "../../lib/wire/disk-layout.js";
 import { recoverArgs, jsonEvents } from "../helpers/scratch.js";
 
 const hostname = "router7";

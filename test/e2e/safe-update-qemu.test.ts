@@ -14,7 +14,7 @@ import { promisify } from "node:util";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, type Started } from "../../lab/processes.js";
 import { diskUnitArgs, recoveryUnitArgs } from "../../lab/qemu.js";
-import { planLayout } from "../../recovery-init/disk/layout.js";
+import { planLayout } from "../../lib/wire/disk-layout.js";
 import { cliEntry } from "../helpers/paths.js";
 import { jsonEvents } from "../helpers/scratch.js";
 import { startDiskUnit, waitForUnit } from "../helpers/qemu-unit.js";

@@ -17,7 +17,7 @@ import { promisify } from "node:util";
 import { startAvahiBrowser, avahiTools, type AvahiRecord } from "../../lab/avahi.js";
 import { Netns } from "../../lab/netns.js";
 import { missingPrerequisite, run, type Started } from "../../lab/processes.js";
-import { firstPartitionOffsetBytes } from "../../recovery-init/disk/layout.js";
+import { firstPartitionOffsetBytes } from "../../lib/wire/disk-layout.js";
 import { startDiskUnit, unitHealth, waitForUnit } from "../helpers/qemu-unit.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 

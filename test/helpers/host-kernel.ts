@@ -3,7 +3,7 @@
 // to skip) when there is none.
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { newestKernel } from "../../server/recover-inputs.js";
+import { newestKernel } from "../../lib/host-kernel.js";
 
 export type HostKernel =
   { kernel: string; release: string; modulesDir: string; missing?: undefined } | { missing: string };

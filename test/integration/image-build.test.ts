@@ -26,7 +26,7 @@ import { gunzipSync } from "node:zlib";
 import { run } from "../../lab/processes.js";
 import { isRtr7Error } from "../../lib/errors.js";
 import { parseManifest, type Manifest } from "../../lib/wire/manifest.js";
-import { bootBytes, diskIdentifier, partitionUuid } from "../../recovery-init/disk/layout.js";
+import { bootBytes, diskIdentifier, partitionUuid } from "../../lib/wire/disk-layout.js";
 import { buildUnitImages } from "../../updates/image/build.js";
 import { hostKernel } from "../helpers/host-kernel.js";
 import { requireRootAndTools } from "../helpers/netns.js";

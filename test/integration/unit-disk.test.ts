@@ -10,7 +10,7 @@ import { mkdir, open, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { run } from "../../lab/processes.js";
 import { assembleUnitDisk } from "../../lab/unit-disk.js";
-import { diskIdentifier, planLayout } from "../../recovery-init/disk/layout.js";
+import { diskIdentifier, planLayout } from "../../lib/wire/disk-layout.js";
 import { requireRootAndTools } from "../helpers/netns.js";
 import { scratchDir } from "../helpers/scratch.js";
 

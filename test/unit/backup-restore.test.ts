@@ -251,8 +251,9 @@ test("limits: a 10 GiB header fails before any data, too many entries, too many 
     );
     pack.destroy();
     assert.equal(header.length, 512);
+    // The source never ends: the restore can only settle by refusing the
+    // header itself. How fast it does is measured in npm run bench.
     const source = new PassThrough();
-    const started = Date.now();
     await expectRejected(
       t,
       () => {
@@ -265,7 +266,6 @@ test("limits: a 10 GiB header fails before any data, too many entries, too many 
           /entry 1 "huge" rejected: it declares 10737418240 bytes, more than the 4294967296 bytes left/,
       },
     );
-    assert.ok(Date.now() - started < 5000, "took too long");
     assert.ok(source.destroyed, "the source was not destroyed");
   });
   await t.test("too many entries", (t) =>

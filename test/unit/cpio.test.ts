@@ -5,7 +5,7 @@ import { mkdtemp, readFile, readlink, stat, writeFile, rm } from "node:fs/promis
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { cpioArchive, type CpioEntry } from "../../recovery-init/initramfs/cpio.js";
+import { cpioArchive, type CpioEntry } from "../../updates/image/initramfs/cpio.js";
 
 async function archive(entries: CpioEntry[]): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -7,7 +7,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isRtr7Error, type ErrorCode } from "../../lib/errors.js";
 import { chooseDisk } from "../../recovery-init/disk/choose.js";
-import { minimumDiskBytes } from "../../recovery-init/disk/layout.js";
+import { minimumDiskBytes } from "../../lib/wire/disk-layout.js";
 import { scratchDir } from "../helpers/scratch.js";
 
 const GiB = 1024 ** 3;

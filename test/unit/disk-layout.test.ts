@@ -17,7 +17,7 @@ import {
   partitionUuid,
   planLayout,
   type Layout,
-} from "../../recovery-init/disk/layout.js";
+} from "../../lib/wire/disk-layout.js";
 import { scratchDir } from "../helpers/scratch.js";
 
 const MiB = 1024 * 1024;

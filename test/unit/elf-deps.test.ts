@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { isRtr7Error } from "../../lib/errors.js";
-import { parseLddOutput, sharedLibraries } from "../../recovery-init/initramfs/elf-deps.js";
+import { parseLddOutput, sharedLibraries } from "../../updates/image/initramfs/elf-deps.js";
 
 const nodeLdd = `	linux-vdso.so.1 (0x00007ffd5a1f2000)
 	libdl.so.2 => /lib/x86_64-linux-gnu/libdl.so.2 (0x00007f0b16d70000)

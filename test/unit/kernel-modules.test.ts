@@ -18,12 +18,12 @@ import {
   recoveryModules,
   resolveModules,
   type KernelModule,
-} from "../../recovery-init/initramfs/kernel-modules.js";
+} from "../../updates/image/initramfs/kernel-modules.js";
 import {
   kernelRelease,
   releaseFromBzImageHeader,
   releaseFromFileName,
-} from "../../recovery-init/initramfs/kernel-release.js";
+} from "../../updates/image/initramfs/kernel-release.js";
 import { hostKernel } from "../helpers/host-kernel.js";
 
 const fixture = {

@@ -6,7 +6,7 @@
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
 import { Rtr7Error } from "../../lib/errors.js";
-import type { CpioEntry } from "../../recovery-init/initramfs/cpio.js";
+import type { CpioEntry } from "./initramfs/cpio.js";
 
 export interface ImageAddition {
   /** A file or directory on this machine. */

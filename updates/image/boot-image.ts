@@ -7,7 +7,7 @@
 // the same inputs byte-identical.
 import { copyFile, open, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { bootBytes, firstPartitionOffsetBytes } from "../../recovery-init/disk/layout.js";
+import { bootBytes, firstPartitionOffsetBytes } from "../../lib/wire/disk-layout.js";
 import { runTool } from "./tools.js";
 
 export interface BootImageTools {

@@ -10,9 +10,9 @@ import { createWriteStream } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { cpioArchive, type CpioEntry } from "../../recovery-init/initramfs/cpio.js";
-import type { ResolvedModules } from "../../recovery-init/initramfs/kernel-modules.js";
-import { InitramfsTree } from "../../recovery-init/initramfs/tree.js";
+import { cpioArchive, type CpioEntry } from "./initramfs/cpio.js";
+import type { ResolvedModules } from "./initramfs/kernel-modules.js";
+import { InitramfsTree } from "./initramfs/tree.js";
 import { addModules, modulesListPath } from "./modules.js";
 import { rootImagePaths } from "./root-tree.js";
 

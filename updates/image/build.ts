@@ -13,14 +13,15 @@ import { fileURLToPath } from "node:url";
 import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
 import { formatBytes, silentLogger, type Logger } from "../../lib/log.js";
 import { sha256OfFile, type Manifest } from "../../lib/wire/manifest.js";
-import { diskIdentifier } from "../../recovery-init/disk/layout.js";
-import { bundleNodeProgram, nodeFacts, type BundleFormat } from "../../recovery-init/initramfs/bundle.js";
-import { sharedLibraries } from "../../recovery-init/initramfs/elf-deps.js";
-import { kernelRelease } from "../../recovery-init/initramfs/kernel-release.js";
-import { recoveryModuleClosure } from "../../recovery-init/initramfs/kernel-modules.js";
-import { treeDigest } from "../../recovery-init/initramfs/tree.js";
+import { diskIdentifier, mbrBootCodeBytes } from "../../lib/wire/disk-layout.js";
+import { checkedHostname } from "../../lib/wire/names.js";
+import { bundleNodeProgram, nodeFacts, type BundleFormat } from "./initramfs/bundle.js";
+import { sharedLibraries } from "./initramfs/elf-deps.js";
+import { kernelRelease } from "./initramfs/kernel-release.js";
+import { recoveryModuleClosure } from "./initramfs/kernel-modules.js";
+import { treeDigest } from "./initramfs/tree.js";
 import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
-import { newestKernel } from "../../server/recover-inputs.js";
+import { newestKernel } from "../../lib/host-kernel.js";
 import { additionEntries, type ImageAddition } from "./additions.js";
 import { makeBootImage } from "./boot-image.js";
 import { bootInitrdEntries, writeBootInitrd } from "./boot-initrd.js";
@@ -34,9 +35,6 @@ export const imageBuilderVersion = "1";
 
 /** 2020-01-01T00:00:00Z: every time stamp in the images. */
 export const imageEpoch = 1577836800;
-
-/** The MBR boot code is the first 440 bytes of sector 0; the partition table follows. */
-const mbrCodeBytes = 440;
 
 export interface BuildUnitImagesOptions {
   /** Where mbr.img, boot.img, root.img and manifest.json go (created if missing). */
@@ -76,16 +74,10 @@ export function defaultRouterEntry(): string {
   return fileURLToPath(new URL("../../router/main.js", import.meta.url));
 }
 
-const hostnamePattern = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
 const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 
 function checkNames(hostname: string, version: string | undefined): void {
-  if (!hostnamePattern.test(hostname)) {
-    throw new Rtr7Error(
-      "RTR7_ERR_USAGE",
-      `build the unit images: --hostname ${JSON.stringify(hostname)} is no host name (want letters, digits and inner dashes, at most 63)`,
-    );
-  }
+  checkedHostname(hostname);
   if (version !== undefined && !versionPattern.test(version)) {
     throw new Rtr7Error(
       "RTR7_ERR_USAGE",
@@ -243,10 +235,10 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
     };
     const makeMbr = async (): Promise<void> => {
       const size = (await stat(tools.mbrCode)).size;
-      if (size !== mbrCodeBytes) {
+      if (size !== mbrBootCodeBytes) {
         throw new Rtr7Error(
           "RTR7_ERR_IMAGE_BUILD",
-          `make mbr.img: ${tools.mbrCode} holds ${size} bytes, want ${mbrCodeBytes} (syslinux's mbr.bin)`,
+          `make mbr.img: ${tools.mbrCode} holds ${size} bytes, want ${mbrBootCodeBytes} (syslinux's mbr.bin)`,
         );
       }
       await copyFile(tools.mbrCode, built.mbr);

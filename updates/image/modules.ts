@@ -4,11 +4,12 @@
 // them: each file under /lib/modules/<release>/, and /etc/rtr7/modules
 // listing their paths inside the image in load order, for busybox insmod.
 import path from "node:path";
-import type { ResolvedModules } from "../../recovery-init/initramfs/kernel-modules.js";
-import type { InitramfsTree } from "../../recovery-init/initramfs/tree.js";
+import type { ResolvedModules } from "./initramfs/kernel-modules.js";
+import type { InitramfsTree } from "./initramfs/tree.js";
+import { modulesListPath } from "../../lib/wire/image-paths.js";
 
 /** Where the load-order list is, in the boot initrd and in root.img alike. */
-export const modulesListPath = "/etc/rtr7/modules";
+export { modulesListPath };
 
 /** Adds the module files and the list to `tree`; returns the paths inside, in load order. */
 export function addModules(

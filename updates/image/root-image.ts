@@ -11,7 +11,7 @@
 // an eighth of a 500 MiB slot.
 import { stat } from "node:fs/promises";
 import { Rtr7Error } from "../../lib/errors.js";
-import { describeSize, rootSlotBytes } from "../../recovery-init/disk/layout.js";
+import { describeSize, rootSlotBytes } from "../../lib/wire/disk-layout.js";
 import { runTool } from "./tools.js";
 
 export type RootCompression = "gzip" | "lz4" | "zstd";

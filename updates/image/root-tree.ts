@@ -7,10 +7,10 @@
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
-import { binaryWithLibraries } from "../../recovery-init/initramfs/builder.js";
-import type { CpioEntry } from "../../recovery-init/initramfs/cpio.js";
-import type { ResolvedModules } from "../../recovery-init/initramfs/kernel-modules.js";
-import { InitramfsTree } from "../../recovery-init/initramfs/tree.js";
+import { binaryWithLibraries } from "./initramfs/builder.js";
+import type { CpioEntry } from "./initramfs/cpio.js";
+import type { ResolvedModules } from "./initramfs/kernel-modules.js";
+import { InitramfsTree } from "./initramfs/tree.js";
 import { addModules, modulesListPath } from "./modules.js";
 
 /** Paths inside root.img that other parts of rtr7 rely on. */

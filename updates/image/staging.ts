@@ -4,7 +4,7 @@
 // (-all-root, -all-time), so only content, modes and link targets matter.
 import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { CpioEntry } from "../../recovery-init/initramfs/cpio.js";
+import type { CpioEntry } from "./initramfs/cpio.js";
 
 /** Creates every entry under `root` (which must exist and be empty); entries come parents first. */
 export async function stageTree(root: string, entries: readonly CpioEntry[]): Promise<void> {

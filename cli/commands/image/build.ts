@@ -1,5 +1,6 @@
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
+import { hostnameFlag, kernelFlag } from "../../flags.js";
 
 export default class ImageBuild extends Rtr7Command {
   static override summary = "Build a unit's images (mbr.img, boot.img, root.img) and their manifest.";
@@ -34,18 +35,12 @@ derived from them. A failed build leaves --out as it was.`;
         "Directory to write mbr.img, boot.img, root.img and manifest.json to (created if missing).",
       required: true,
     }),
-    hostname: Flags.string({
-      description: "The unit's host name; its hash is the disk identifier the boot config names.",
-      required: true,
-    }),
+    hostname: hostnameFlag("The unit's host name; its hash is the disk identifier the boot config names."),
     version: Flags.string({
       description:
         "Version recorded in build.json and the manifest [default: g + 12 hex digits of a digest of the inputs].",
     }),
-    kernel: Flags.file({
-      description: "Kernel for boot.img [default: the newest /boot/vmlinuz-*].",
-      exists: true,
-    }),
+    kernel: kernelFlag("Kernel for boot.img [default: the newest /boot/vmlinuz-*]."),
     modules: Flags.directory({
       description: "The kernel's modules directory [default: /lib/modules/<the kernel's release>].",
       exists: true,

@@ -2,6 +2,7 @@
 // lab/unit.ts (the firmware and boot loader) and router/ (the suite it runs).
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
+import { hostnameFlag } from "../../flags.js";
 
 export default class LabUnit extends Rtr7Command {
   static override summary = "Run a virtual unit as processes: the suite of the slot it boots, on ADDR.";
@@ -28,7 +29,7 @@ Stop it with Ctrl-C.`;
 
   static override flags = {
     dir: Flags.string({ description: "The unit's directory (its disk).", required: true, helpValue: "DIR" }),
-    hostname: Flags.string({ description: "The unit's hostname.", required: true, helpValue: "H" }),
+    hostname: hostnameFlag(),
     address: Flags.string({
       description: "Address the unit's services listen on.",
       default: "127.0.0.1",

@@ -5,9 +5,16 @@
 // partitions for a disk size, encodes the partition table (bytes 440..511 of
 // sector 0; the boot code in 0..439 comes from mbr.img) and parses one back
 // for verification. Writing is the caller's job.
-import { Rtr7Error } from "../../lib/errors.js";
+import { Rtr7Error } from "../errors.js";
 
-export { partitionTableBytes, parsePartitionTable, type ParsedPartitionTable } from "./mbr-table.js";
+export {
+  mbrBootCodeBytes,
+  partitionTableBytes,
+  parsePartitionTable,
+  tableLength as partitionTableLength,
+  tableOffset as partitionTableOffset,
+  type ParsedPartitionTable,
+} from "./mbr-table.js";
 
 const MiB = 1024 * 1024;
 
@@ -24,6 +31,17 @@ export const minimumPermBytes = 100 * MiB;
 export const partitionTypes = { fat32Lba: 0x0c, linux: 0x83 } as const;
 
 export type PartitionRole = "boot" | "rootA" | "rootB" | "perm";
+
+/** Each partition's number: /dev/sda<N>, PARTUUID=<disk id>-0<N>. */
+export const partitionNumbers = { boot: 1, rootA: 2, rootB: 3, perm: 4 } as const satisfies Record<
+  PartitionRole,
+  1 | 2 | 3 | 4
+>;
+
+/** The partition number of root slot "a" or "b". */
+export function rootSlotPartition(slot: "a" | "b"): 2 | 3 {
+  return slot === "a" ? partitionNumbers.rootA : partitionNumbers.rootB;
+}
 
 export interface PlannedPartition {
   /** 1..4, as in /dev/sda<number> and PARTUUID=<disk id>-0<number>. */
@@ -123,10 +141,10 @@ export function planLayout(diskBytes: number, sectorSize = 512): Layout {
     diskBytes: diskSectors * sectorSize,
     unaddressableBytes: (diskSectors - permEnd) * sectorSize,
     partitions: [
-      partition(1, "boot", partitionTypes.fat32Lba, bootStart, sectors(bootBytes)),
-      partition(2, "rootA", partitionTypes.linux, rootAStart, sectors(rootSlotBytes)),
-      partition(3, "rootB", partitionTypes.linux, rootBStart, sectors(rootSlotBytes)),
-      partition(4, "perm", partitionTypes.linux, permStart, permEnd - permStart),
+      partition(partitionNumbers.boot, "boot", partitionTypes.fat32Lba, bootStart, sectors(bootBytes)),
+      partition(partitionNumbers.rootA, "rootA", partitionTypes.linux, rootAStart, sectors(rootSlotBytes)),
+      partition(partitionNumbers.rootB, "rootB", partitionTypes.linux, rootBStart, sectors(rootSlotBytes)),
+      partition(partitionNumbers.perm, "perm", partitionTypes.linux, permStart, permEnd - permStart),
     ],
   };
 }

@@ -14,27 +14,28 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { createGzip } from "node:zlib";
-import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
-import { formatBytes, silentLogger, type Logger } from "../../lib/log.js";
+import { Rtr7Error, isRtr7Error } from "../../../lib/errors.js";
+import { formatBytes, silentLogger, type Logger } from "../../../lib/log.js";
 import { bundleRecoveryInit, initInterpreter, nodeFacts, type BundleFormat } from "./bundle.js";
 import { cpioArchive, type CpioEntry } from "./cpio.js";
 import { sharedLibraries } from "./elf-deps.js";
 import { kernelRelease } from "./kernel-release.js";
 import { recoveryModuleClosure, type ResolvedModules } from "./kernel-modules.js";
 import { InitramfsTree, treeDigest } from "./tree.js";
+import { buildInfoPath, modulesListPath, recoveryInitPath } from "../../../lib/wire/image-paths.js";
 
 /** Bump when the layout changes in a way the hashed inputs do not show. */
 export const builderVersion = "1";
 
 /** Paths inside the initramfs that recovery-init relies on. */
 export const initramfsPaths = {
-  init: "/rtr7-recovery-init",
+  init: recoveryInitPath,
   node: initInterpreter,
   busybox: "/bin/busybox",
   mke2fs: "/sbin/mke2fs",
   /** Module files to insmod, one absolute path per line, in load order. */
-  modulesList: "/etc/rtr7/modules",
-  buildInfo: "/etc/rtr7/build.json",
+  modulesList: modulesListPath,
+  buildInfo: buildInfoPath,
 } as const;
 
 const emptyDirectories = ["/proc", "/sys", "/dev", "/tmp", "/perm", "/mnt", "/etc", "/run"];
@@ -91,7 +92,7 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, home: stri
 
 /** dist/recovery-init/main.js, next to this compiled module's folder. */
 export function defaultEntry(): string {
-  return fileURLToPath(new URL("../main.js", import.meta.url));
+  return fileURLToPath(new URL("../../../recovery-init/main.js", import.meta.url));
 }
 
 /** `hostPath` (resolved) at `destination`, mode 0755, and its shared libraries at their host paths. */

@@ -7,8 +7,8 @@
 // (drivers compiled into the kernel need no file).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { Rtr7Error } from "../../lib/errors.js";
-import { silentLogger, type Logger } from "../../lib/log.js";
+import { Rtr7Error } from "../../../lib/errors.js";
+import { silentLogger, type Logger } from "../../../lib/log.js";
 
 /**
  * The drivers a recovery may need. Without the required ones no unit we know

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import { Rtr7Error } from "../../lib/errors.js";
+import { Rtr7Error } from "../../../lib/errors.js";
 import type { CpioEntry } from "./cpio.js";
 
 function normalise(entryPath: string): string {

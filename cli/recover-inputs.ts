@@ -1,11 +1,12 @@
-// Turns what the user named on the command line into the files a recovery
-// serves: the three images (named one by one or found in --image-dir, with
-// an optional backup.tar.gz there) and the kernel (default: the newest
-// /boot/vmlinuz-*, as a workstation running Debian has it).
-import { existsSync, readdirSync } from "node:fs";
+// Turns the image flags of `rtr7 recover` into the files a recovery serves:
+// the three images, named one by one or found in --image-dir (with an
+// optional backup.tar.gz there). The messages name the flags, so this lives
+// in cli/; server/recover.ts takes the resolved paths.
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { Rtr7Error } from "../lib/errors.js";
-import type { RecoveryImages } from "./recover.js";
+import type { RecoveryImages } from "../server/recover.js";
+import { imageFiles, imageNames } from "../lib/wire/images.js";
 
 export interface ImageArguments {
   imageDir?: string;
@@ -18,7 +19,7 @@ export interface ImageArguments {
 export function resolveRecoveryImages(args: ImageArguments): RecoveryImages {
   if (args.imageDir !== undefined) {
     const inDir = (name: string): string => path.join(args.imageDir as string, name);
-    const missing = ["mbr.img", "boot.img", "root.img"].filter((name) => !existsSync(inDir(name)));
+    const missing = imageNames.filter((name) => !existsSync(inDir(name)));
     if (missing.length > 0) {
       throw new Rtr7Error(
         "RTR7_ERR_FILE_MISSING",
@@ -27,9 +28,9 @@ export function resolveRecoveryImages(args: ImageArguments): RecoveryImages {
     }
     const backup = args.backup ?? (existsSync(inDir("backup.tar.gz")) ? inDir("backup.tar.gz") : undefined);
     return {
-      mbr: args.mbr ?? inDir("mbr.img"),
-      boot: args.boot ?? inDir("boot.img"),
-      root: args.root ?? inDir("root.img"),
+      mbr: args.mbr ?? inDir(imageFiles.mbr),
+      boot: args.boot ?? inDir(imageFiles.boot),
+      root: args.root ?? inDir(imageFiles.root),
       ...(backup !== undefined ? { backup } : {}),
     };
   }
@@ -46,25 +47,4 @@ export function resolveRecoveryImages(args: ImageArguments): RecoveryImages {
     root: args.root as string,
     ...(args.backup !== undefined ? { backup: args.backup } : {}),
   };
-}
-
-/** The newest kernel in bootDir by version order of its vmlinuz-<version> name. */
-export function newestKernel(bootDir = "/boot"): string {
-  let names: string[] = [];
-  try {
-    names = readdirSync(bootDir).filter((name) => name.startsWith("vmlinuz-"));
-  } catch {
-    // reported below
-  }
-  const newest = names.sort((a, b) => a.localeCompare(b, undefined, { numeric: true })).pop();
-  if (newest === undefined) {
-    throw new Rtr7Error(
-      "RTR7_ERR_FILE_MISSING",
-      `--kernel not given and no ${bootDir}/vmlinuz-* to default to`,
-      {
-        hint: "Pass --kernel PATH, or install a kernel (apt-get install linux-image-amd64).",
-      },
-    );
-  }
-  return path.join(bootDir, newest);
 }

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { build, type BuildFailure } from "esbuild";
-import { Rtr7Error, type ErrorCode } from "../../lib/errors.js";
+import { Rtr7Error, type ErrorCode } from "../../../lib/errors.js";
 
 const run = promisify(execFile);
 

@@ -2,11 +2,13 @@
 // 440..511 of sector 0 (disk identifier, 2 reserved bytes, four 16-byte
 // entries, 0x55AA) and parses a sector 0 back, so recovery-init can check
 // what reached the disk. Bytes 0..439 (boot code) are left to the caller.
-import { Rtr7Error } from "../../lib/errors.js";
-import type { Layout } from "./layout.js";
+import { Rtr7Error } from "../errors.js";
+import type { Layout } from "./disk-layout.js";
 
+/** The MBR's boot code: bytes 0..439 of sector 0, what mbr.img and PUT /update/mbr carry. */
+export const mbrBootCodeBytes = 440;
 /** Offset of the disk identifier in sector 0; the table bytes start here. */
-export const tableOffset = 440;
+export const tableOffset = mbrBootCodeBytes;
 export const tableLength = 72;
 
 const entriesOffset = 446 - tableOffset;

@@ -4,7 +4,7 @@
 // the `vmlinuz-<release>` file name is the fallback for other image formats.
 import { open } from "node:fs/promises";
 import path from "node:path";
-import { Rtr7Error } from "../../lib/errors.js";
+import { Rtr7Error } from "../../../lib/errors.js";
 
 // Boot protocol (Documentation/x86/boot.rst): "HdrS" at 0x202; the 16-bit
 // field at 0x20E points (less 0x200) to a NUL-terminated version string.

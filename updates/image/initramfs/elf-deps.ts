@@ -6,7 +6,7 @@
 import { execFile } from "node:child_process";
 import { access } from "node:fs/promises";
 import { promisify } from "node:util";
-import { Rtr7Error } from "../../lib/errors.js";
+import { Rtr7Error } from "../../../lib/errors.js";
 
 const run = promisify(execFile);
 

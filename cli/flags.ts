@@ -1,0 +1,70 @@
+// The flags several commands share, defined once: the unit's hostname, the
+// interface facing it, its serial console and speed, the kernel and the
+// rebootor (and recover's disk and MAC, whose values reach the unit's kernel
+// command line). A flag's value is checked while oclif parses it, with the
+// same checks the libraries make (lib/wire/names.ts), so a bad value is a
+// usage error that names the flag before anything starts.
+import { Flags } from "@oclif/core";
+import { checkedDiskName, checkedHostname, normaliseMac } from "../lib/wire/names.js";
+
+/** --hostname H: the unit's hostname (required). */
+export function hostnameFlag(description = "The unit's hostname.") {
+  return Flags.string({
+    description,
+    required: true,
+    helpValue: "H",
+    parse: async (input) => checkedHostname(input),
+  });
+}
+
+/** --interface NAME: the workstation's interface facing the unit. */
+export function interfaceFlag(description: string) {
+  return Flags.string({ description, helpValue: "NAME" });
+}
+
+/** --serial PATH: the unit's serial console. */
+export function serialFlag(description: string) {
+  return Flags.string({ description, helpValue: "PATH" });
+}
+
+/** --serial PATH, for commands that need it. */
+export function requiredSerialFlag(description: string) {
+  return Flags.string({ description, helpValue: "PATH", required: true });
+}
+
+/** --baud N: the serial console's speed. */
+export function baudFlag() {
+  return Flags.integer({ description: "Serial console speed.", default: 115200, min: 1, helpValue: "N" });
+}
+
+/** --kernel PATH: the unit's kernel; the default is each command's to say. */
+export function kernelFlag(description: string) {
+  return Flags.file({ description, exists: true, helpValue: "PATH" });
+}
+
+/** --rebootor SERIAL_OR_PATH: which Teensy rebootor, when several are attached. */
+export function rebootorFlag() {
+  return Flags.string({
+    description: "Rebootor to use when several are attached: its serial number or device path.",
+    helpValue: "SERIAL_OR_PATH",
+  });
+}
+
+/** --disk NAME: the unit's disk for recovery-init to erase (goes on its kernel command line). */
+export function diskFlag() {
+  return Flags.string({
+    description:
+      "The unit's disk to erase and write (sda, nvme0n1) [default: the only fixed disk large enough; several are an error].",
+    helpValue: "NAME",
+    parse: async (input) => checkedDiskName(input),
+  });
+}
+
+/** --mac MAC: the one unit the recovery server answers. */
+export function macFlag() {
+  return Flags.string({
+    description: "Serve only this MAC address (aa:bb:cc:dd:ee:ff).",
+    helpValue: "MAC",
+    parse: async (input) => normaliseMac(input),
+  });
+}
