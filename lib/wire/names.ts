@@ -5,6 +5,7 @@
 // checked here, once, before it is put anywhere: a value with a space or an
 // `=` could add kernel parameters, one with a `/` could leave its folder.
 import { Rtr7Error } from "../errors.js";
+import { quoteInput as quoted } from "../quote.js";
 
 const hostnamePattern = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
@@ -35,10 +36,4 @@ export function normaliseMac(text: string): string {
   if (!/^[0-9a-f]{12}$/.test(hex))
     throw new Rtr7Error("RTR7_ERR_USAGE", `MAC address ${quoted(text)}: want one such as 52:54:00:12:34:56`);
   return hex.replace(/(..)(?!$)/g, "$1:");
-}
-
-/** The value as JSON, cut to 80 characters: an error never echoes a whole hostile input. */
-function quoted(text: string): string {
-  const json = JSON.stringify(text);
-  return json.length <= 80 ? json : `${json.slice(0, 77)}..."`;
 }

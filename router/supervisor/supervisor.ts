@@ -8,6 +8,7 @@
 // diagd reads for /metrics.
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Logger } from "../../lib/log.js";
+import { LineSplitter } from "./lines.js";
 import { writeSupervisorState, type ServiceStatus, type SupervisorState } from "./state.js";
 
 export interface ServiceSpec {
@@ -150,17 +151,10 @@ export class Supervisor {
       startedAtMs: startedAt,
     };
     for (const stream of [child.stdout, child.stderr]) {
-      let partial = "";
+      const lines = new LineSplitter((line) => this.emit(spec.name, line));
       stream?.setEncoding("utf8");
-      stream?.on("data", (chunk: string) => {
-        partial += chunk;
-        const lines = partial.split("\n");
-        partial = lines.pop() ?? "";
-        for (const line of lines) this.emit(spec.name, line);
-      });
-      stream?.on("end", () => {
-        if (partial !== "") this.emit(spec.name, partial);
-      });
+      stream?.on("data", (chunk: string) => lines.push(chunk));
+      stream?.on("end", () => lines.end());
     }
     entry.exited = new Promise((resolve) => {
       child.on("error", (error) => {

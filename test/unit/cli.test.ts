@@ -63,3 +63,25 @@ test("an rtr7 error keeps its catalogue code and exits 1", () => {
   const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string };
   assert.equal(event.code, "RTR7_ERR_INTERFACE_NOT_FOUND");
 });
+
+test("the shared --hostname flag is checked the same way by every command that takes it", () => {
+  for (const command of [
+    ["recover"],
+    ["safe-update"],
+    ["image", "build"],
+    ["lab", "unit", "--dir=/nonexistent"],
+  ]) {
+    const result = rtr7(...command, "--hostname=unit rtr7.disk=sda", "--json");
+    assert.equal(result.code, 2, `${command.join(" ")}: ${result.stdout}${result.stderr}`);
+    const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string; msg: string };
+    assert.equal(event.code, "RTR7_ERR_USAGE");
+    assert.match(event.msg, /^Parsing --hostname: hostname "unit rtr7\.disk=sda": want a host name/);
+  }
+});
+
+test("--mac is checked while the flags are parsed", () => {
+  const result = recoverWith("--interface=lo", "--mac=52:54:00:12:34");
+  assert.equal(result.code, 2);
+  const event = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { code: string; msg: string };
+  assert.match(event.msg, /^Parsing --mac: MAC address "52:54:00:12:34"/);
+});
