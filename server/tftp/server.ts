@@ -57,6 +57,10 @@ export interface TftpServerOptions {
   retries?: number;
   /** Called after each transfer that the client received completely. */
   onTransfer?: (transfer: TftpTransfer) => void;
+  /** Transfers at once, from all clients; 16. A PXE client fetches one file at a time. */
+  maxTransfers?: number;
+  /** Transfers at once from one address; 4. */
+  maxTransfersPerPeer?: number;
 }
 
 export interface TftpTransfer {
@@ -83,6 +87,8 @@ export const tftpDefaults = {
   busyPollMicroseconds: 250,
   timeoutMs: 3000,
   retries: 3,
+  maxTransfers: 16,
+  maxTransfersPerPeer: 4,
 } as const;
 
 export async function startTftpServer(options: TftpServerOptions): Promise<TftpServer> {
@@ -91,12 +97,25 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
   checkRange("port", settings.port, 1, 65_535);
   checkRange("maxBlockSize", settings.maxBlockSize, 512, 65_464);
   checkRange("maxWindowSize", settings.maxWindowSize, 1, 65_535);
+  checkRange("maxTransfers", settings.maxTransfers, 1, 65_535);
+  checkRange("maxTransfersPerPeer", settings.maxTransfersPerPeer, 1, settings.maxTransfers);
 
   const log = options.log.child({ subsystem: "tftp" });
   const tftp = loadTftpPackage();
   const busyPoll = new BusyPoll({ budgetMicroseconds: settings.busyPollMicroseconds });
   const transfers = new Map<PackageRequest, Promise<void>>();
+  const perAddress = new Map<string, number>();
   let served = 0;
+
+  /** Why a new transfer for `address` is refused, or undefined when it is within the caps. */
+  const overCap = (address: string): string | undefined => {
+    const fromAddress = perAddress.get(address) ?? 0;
+    if (fromAddress >= settings.maxTransfersPerPeer)
+      return `${fromAddress} transfers to ${address} are under way (at most ${settings.maxTransfersPerPeer})`;
+    if (transfers.size >= settings.maxTransfers)
+      return `${transfers.size} transfers are under way (at most ${settings.maxTransfers})`;
+    return undefined;
+  };
 
   const serve = (request: PackageRequest, response: PackageResponse): void => {
     const { blockSize, windowSize, remoteAddress, remotePort } = request.stats;
@@ -114,10 +133,17 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
       request.abort(tftp.ENOENT);
       return;
     }
+    const refusal = overCap(remoteAddress);
+    if (refusal !== undefined) {
+      log.warn({ peer, event: "tftp-busy", file: name }, `${printable(name)}: refused, ${refusal}`);
+      request.abort("Server busy, try again later");
+      return;
+    }
     log.debug(
       { peer, event: "tftp-request", file: name, blksize: blockSize, windowsize: windowSize },
       `RRQ ${name}`,
     );
+    perAddress.set(remoteAddress, (perAddress.get(remoteAddress) ?? 0) + 1);
     const started = performance.now();
     let failure: string | undefined;
     request.on("error", (error: Error) => (failure ??= error.message));
@@ -131,6 +157,9 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
       request.once("close", () =>
         process.nextTick(() => {
           transfers.delete(request);
+          const left = (perAddress.get(remoteAddress) ?? 1) - 1;
+          if (left === 0) perAddress.delete(remoteAddress);
+          else perAddress.set(remoteAddress, left);
           if (failure !== undefined) {
             source?.destroy();
             log.warn(

@@ -74,9 +74,9 @@ class RawClient {
     });
   }
 
-  static async open(t: TestContext): Promise<RawClient> {
+  static async open(t: TestContext, address = host): Promise<RawClient> {
     const socket = createSocket("udp4");
-    await new Promise<void>((resolve) => socket.bind(0, host, resolve));
+    await new Promise<void>((resolve) => socket.bind(0, address, resolve));
     t.after(() => socket.close());
     return new RawClient(socket);
   }
@@ -414,4 +414,29 @@ test("running out of file descriptors fails transfers, not the server", () => {
   assert.equal(child.status, 0, child.stderr);
   assert.match(child.stdout, /closed cleanly/);
   assert.match(child.stdout, /EMFILE/, "no transfer hit the limit; the test proves nothing");
+});
+
+test("transfers are capped in all and per address: over a cap an RRQ gets an error, within it others are served", async (t) => {
+  const { port, lines } = await start(t, { maxTransfers: 3, maxTransfersPerPeer: 2, timeoutMs: 10_000 });
+  // Clients that ask and never ACK hold their transfers open.
+  const holder = await RawClient.open(t, "127.0.0.1");
+  for (let index = 0; index < 2; index += 1) {
+    holder.send(request(1, "big.bin"), port);
+    assert.equal((await holder.next()).opcode, 3);
+  }
+  holder.send(request(1, "big.bin"), port);
+  const perAddress = await holder.next();
+  assert.equal(perAddress.opcode, 5);
+  assert.match(perAddress.message, /busy/i);
+
+  const second = await RawClient.open(t, "127.0.0.2");
+  second.send(request(1, "big.bin"), port);
+  assert.equal((await second.next()).opcode, 3);
+  // Three under way: a third address is refused too, though it has none.
+  const third = await RawClient.open(t, "127.0.0.3");
+  third.send(request(1, "pxelinux.0"), port);
+  const overall = await third.next();
+  assert.equal(overall.opcode, 5);
+  assert.match(overall.message, /busy/i);
+  assert.equal(lines.filter((line) => line.event === "tftp-busy").length, 2);
 });
