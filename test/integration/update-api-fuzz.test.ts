@@ -1,0 +1,47 @@
+// Bad input at the update API: 10,000 malformed requests (random methods,
+// paths, headers and bodies; truncated, lying and oversized framing), none
+// with the password. Afterwards no slot, boot partition or MBR byte has
+// changed, the API still answers, and a real update still succeeds.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { head, makeSquashfs, MiB, sha256, sha256File, startUnit } from "./update-api-fixture.js";
+import { fuzzHttp } from "./http-fuzz.js";
+
+const missing = ["mksquashfs", "mcopy", "curl"].find(
+  (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0,
+);
+
+test(
+  "10,000 malformed requests change no byte of any slot, and a real update succeeds afterwards",
+  { skip: missing === undefined ? false : `needs ${missing}: run scripts/setup.sh`, timeout: 300_000 },
+  async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-fuzz-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const running = await makeSquashfs(dir, "running", MiB);
+    const next = await makeSquashfs(dir, "next", MiB);
+    const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running);
+    const files = [unit.paths.roots.a, unit.paths.roots.b, unit.paths.boot, unit.paths.mbr];
+    const before = await Promise.all(files.map(sha256File));
+
+    const { answered, statuses } = await fuzzHttp(unit.port, "127.0.0.1", 10_000, 11);
+    t.diagnostic(`answered ${answered}; statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    assert.ok(answered > 5000, `only ${answered} of 10,000 requests got an answer`);
+    assert.equal(statuses.get("200") ?? 0, 0, "a request without the password succeeded");
+    assert.deepEqual(
+      await Promise.all(files.map(sha256File)),
+      before,
+      "a slot, the boot partition or the MBR changed",
+    );
+    await unit.assertStillServing();
+
+    const image = await readFile(next);
+    const put = await unit.curl([...unit.auth, "-T", next, `${unit.baseUrl}/update/root`]);
+    assert.equal(put.status, 200, put.body);
+    assert.equal(put.body, sha256(image));
+    assert.equal(sha256(await head(unit.paths.roots.b, image.length)), sha256(image));
+  },
+);
