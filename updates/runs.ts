@@ -7,7 +7,7 @@
 // recovers it from there. Only the newest N runs are kept, plus that one.
 import { createWriteStream, type WriteStream } from "node:fs";
 import { writeFileAtomically } from "../lib/atomic-file.js";
-import { mkdir, readFile, readdir, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, readFile, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Rtr7Error, describeError } from "../lib/errors.js";
@@ -34,6 +34,11 @@ export interface RunEntry {
 
 /** The images a run must hold to recover a unit from it. */
 export const runImages = imageNames;
+
+/** A run directory and its host directory: owner only (a run holds the unit's backup). */
+export const privateDirectoryMode = 0o700;
+/** The files of a run: owner only. */
+export const privateFileMode = 0o600;
 
 /** $XDG_DATA_HOME/rtr7/updates, or ~/.local/share/rtr7/updates. */
 export function defaultUpdatesDir(env: NodeJS.ProcessEnv = process.env, home = os.homedir()): string {
@@ -80,7 +85,7 @@ export class UpdateRun {
   ) {
     this.record = record;
     const append = (name: string): WriteStream => {
-      const stream = createWriteStream(path.join(dir, name), { flags: "a" });
+      const stream = createWriteStream(path.join(dir, name), { flags: "a", mode: privateFileMode });
       stream.on("error", (error) => (this.streamError ??= error));
       return stream;
     };
@@ -97,12 +102,16 @@ export class UpdateRun {
     clock: () => Date = () => new Date(),
   ): Promise<UpdateRun> {
     const parent = hostDir(updatesDir, hostname);
-    await mkdir(parent, { recursive: true });
+    await mkdir(parent, { recursive: true, mode: privateDirectoryMode });
+    // A run holds the unit's backup, and so its password: only the owner may
+    // look in, whatever the umask and whatever an older rtr7 made.
+    await chmod(parent, privateDirectoryMode);
     const base = runTimestamp(now);
     for (let attempt = 1; ; attempt += 1) {
       const dir = path.join(parent, attempt === 1 ? base : `${base}-${attempt}`);
       try {
-        await mkdir(dir);
+        await mkdir(dir, { mode: privateDirectoryMode });
+        await chmod(dir, privateDirectoryMode);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === "EEXIST") continue;
         throw new Rtr7Error(
@@ -137,7 +146,9 @@ export class UpdateRun {
     this.record = { ...this.record, ...patch };
     const snapshot = JSON.stringify(this.record, null, 2) + "\n";
     // One write at a time, in call order, so the last patch always wins.
-    const write = this.writing.then(() => writeFileAtomically(path.join(this.dir, "run.json"), snapshot));
+    const write = this.writing.then(() =>
+      writeFileAtomically(path.join(this.dir, "run.json"), snapshot, { mode: privateFileMode }),
+    );
     this.writing = write.catch(() => undefined);
     return write;
   }

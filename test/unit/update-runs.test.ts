@@ -5,7 +5,7 @@
 // and keep-N pruning that never deletes it nor a protected run.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isRtr7Error } from "../../lib/errors.js";
 import {
@@ -157,4 +157,24 @@ test("pruneRuns keeps the newest N, the last known good and the protected runs",
   await assert.rejects(pruneRuns(updates, "lab1", -1, []), (error: unknown) =>
     isRtr7Error(error, "RTR7_ERR_USAGE"),
   );
+});
+
+test("a run's directory and its host directory are 0700 and its files 0600, whatever the umask or an older run made", async (t) => {
+  const updates = await scratchDir(t, "runs");
+  await mkdir(path.join(updates, "lab1"), { mode: 0o755 });
+  const previous = process.umask(0o000);
+  let run: UpdateRun;
+  try {
+    run = await UpdateRun.create(updates, "lab1");
+    run.event({ event: "start" });
+    run.stdout.write("line\n");
+    await run.setRecord({ version: "v2" });
+    await run.close();
+  } finally {
+    process.umask(previous);
+  }
+  assert.equal((await stat(path.join(updates, "lab1"))).mode & 0o777, 0o700);
+  assert.equal((await stat(run.dir)).mode & 0o777, 0o700);
+  for (const name of await readdir(run.dir))
+    assert.equal((await stat(path.join(run.dir, name))).mode & 0o777, 0o600, name);
 });
