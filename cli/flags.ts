@@ -13,7 +13,7 @@ export function hostnameFlag(description = "The unit's hostname.") {
     description,
     required: true,
     helpValue: "H",
-    parse: async (input) => checkedHostname(input),
+    parse: (input) => Promise.resolve(checkedHostname(input)),
   });
 }
 
@@ -56,7 +56,7 @@ export function diskFlag() {
     description:
       "The unit's disk to erase and write (sda, nvme0n1) [default: the only fixed disk large enough; several are an error].",
     helpValue: "NAME",
-    parse: async (input) => checkedDiskName(input),
+    parse: (input) => Promise.resolve(checkedDiskName(input)),
   });
 }
 
@@ -65,6 +65,6 @@ export function macFlag() {
   return Flags.string({
     description: "Serve only this MAC address (aa:bb:cc:dd:ee:ff).",
     helpValue: "MAC",
-    parse: async (input) => normaliseMac(input),
+    parse: (input) => Promise.resolve(normaliseMac(input)),
   });
 }

@@ -17,12 +17,7 @@ import { createInterface } from "node:readline";
 import { Rtr7Error } from "../lib/errors.js";
 import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
-import {
-  partitionTableBytes,
-  planLayout,
-  diskIdentifier,
-  rootSlotBytes,
-} from "../lib/wire/disk-layout.js";
+import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../lib/wire/disk-layout.js";
 import { readBootFile } from "../router/boot/boot-partition.js";
 import { bootFiles, parseSyslinuxConfig } from "../router/boot/syslinux-config.js";
 import type { NextBoot } from "../router/boot/boot-control.js";

@@ -1,14 +1,19 @@
-// Writing a state file so that a crash or a power cut leaves either the old
+// Writing a file so that a crash or a power cut leaves either the old
 // content or the new, never a torn file: write a temporary file beside it,
 // fsync it, rename it over the target, then fsync the directory so the new
-// name itself is durable. Used for every small state file rtr7 keeps (the
+// name itself is durable. Every file rtr7 replaces goes through here: the
 // unit's slot and trial records, supervisor status, a run's run.json and
-// recover.bash, interfaces.json). The temporary file is created exclusively
-// (O_CREAT|O_EXCL, which also refuses a symlink planted at its name) under a
-// random name: on a unit every program runs as root, and the PID of init is
-// 1, so a name built from the PID alone is predictable.
+// recover.bash, interfaces.json (on the unit and during a recovery), the
+// built images and their manifest, the cached recovery initramfs. (The
+// update API's password is the exception: it is linked into place, so that
+// of two first starts only one creates it.) The temporary file is created
+// exclusively (O_CREAT|O_EXCL, which also refuses a symlink planted at its
+// name) under a random name: on a unit every program runs as root, and the
+// PID of init is 1, so a name built from the PID alone is predictable. It
+// is hidden and named `.NAME.tmp-PID-RANDOM`, so a directory's leftovers of
+// a killed writer are easy to find.
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, unlink } from "node:fs/promises";
+import { mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 
 /** fsync on the directory, so a new name in it survives a power cut. */
@@ -21,21 +26,52 @@ export async function syncDirectory(directory: string): Promise<void> {
   }
 }
 
-export async function writeFileAtomically(
+/**
+ * Puts a finished file in place of `file`: fsyncs it, renames it over
+ * `file` and fsyncs the directory. Both must be on one file system (a
+ * build's work directory beside its output, say).
+ */
+export async function commitFile(finished: string, file: string): Promise<void> {
+  const handle = await open(finished, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(finished, file);
+  await syncDirectory(path.dirname(file));
+}
+
+export interface AtomicWriteOptions {
+  /** The file's mode, exactly (open()'s mode is masked by the umask; this is not). */
+  mode?: number;
+  makeDirectory?: boolean;
+}
+
+/**
+ * Replaces `file` with what `write` puts into the temporary file through
+ * the handle it is given (`handle.writeFile(chunk)` for each chunk of a
+ * stream: the handle stays open for the fsync, so it is not piped into a
+ * write stream that would close it). On any failure the temporary file is
+ * removed and `file` keeps its old content.
+ */
+export async function writeAtomicallyWith(
   file: string,
-  content: string | Uint8Array,
-  options: { mode?: number; makeDirectory?: boolean } = {},
+  write: (handle: FileHandle) => Promise<void>,
+  options: AtomicWriteOptions = {},
 ): Promise<void> {
   const directory = path.dirname(file);
   if (options.makeDirectory) await mkdir(directory, { recursive: true });
-  const temporary = `${file}.${randomBytes(8).toString("hex")}.tmp`;
+  const temporary = path.join(
+    directory,
+    `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(8).toString("hex")}`,
+  );
   let created = false;
   try {
     const handle = await open(temporary, "wx", options.mode ?? 0o644);
     created = true;
     try {
-      await handle.writeFile(content);
-      // open()'s mode is masked by the umask; the file must have exactly this one.
+      await write(handle);
       if (options.mode !== undefined) await handle.chmod(options.mode);
       await handle.sync();
     } finally {
@@ -48,4 +84,12 @@ export async function writeFileAtomically(
     throw error;
   }
   await syncDirectory(directory);
+}
+
+export async function writeFileAtomically(
+  file: string,
+  content: string | Uint8Array,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
+  await writeAtomicallyWith(file, (handle) => handle.writeFile(content), options);
 }

@@ -1,8 +1,9 @@
 // /perm on the unit during a recovery: mounted if it holds a file system,
 // made only where there is none (existing data is never formatted away, not
 // even when its ext4 refuses to mount), and given router7's interfaces.json
-// when it has none.
-import { access, open, rename, writeFile } from "node:fs/promises";
+// when it has none, written atomically (lib/atomic-file.ts).
+import { access, open } from "node:fs/promises";
+import { writeFileAtomically } from "../lib/atomic-file.js";
 import type { Lease, UnitSystem } from "./system.js";
 
 /** The ext4 superblock magic (0xEF53) at byte 1080 of the partition. */
@@ -62,11 +63,6 @@ export async function writeInterfacesJson(
     null,
     2,
   );
-  const temporary = `${path}.rtr7-tmp`;
-  await writeFile(temporary, content + "\n", { mode: 0o644 });
-  const handle = await open(temporary, "r");
-  await handle.sync();
-  await handle.close();
-  await rename(temporary, path);
+  await writeFileAtomically(path, content + "\n", { mode: 0o644 });
   say(`wrote ${path} (lan0 ${lease.mac} ${lease.address}/${lease.prefixLength})`);
 }

@@ -3,7 +3,7 @@
 // up with DHCP, dropping caches, making /perm's file system, rebooting. One
 // interface, so the recovery steps can run against a stand-in in tests.
 import { execFile } from "node:child_process";
-import { readFile, readdir, writeFile, chmod, mkdir } from "node:fs/promises";
+import { access, readFile, readdir, writeFile, chmod, mkdir } from "node:fs/promises";
 import { promisify } from "node:util";
 
 const execFileAsync = promisify(execFile);
@@ -59,6 +59,21 @@ esac
 exit 0
 `;
 
+/** True when `directory` is a mount point now (false while /proc itself is not mounted). */
+async function isMounted(directory: string): Promise<boolean> {
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  return mountinfo.split("\n").some((line) => line.split(" ")[4] === directory);
+}
+
+/** True when the kernel has the module of a .ko file (virtio-net.ko → /sys/module/virtio_net). */
+async function moduleLoaded(file: string): Promise<boolean> {
+  const name = (file.split("/").pop() ?? file).replace(/\.ko(\.(xz|gz|zst))?$/, "").replace(/-/g, "_");
+  return access(`/sys/module/${name}`).then(
+    () => true,
+    () => false,
+  );
+}
+
 function prefixLength(netmask: string): number {
   return netmask
     .split(".")
@@ -75,9 +90,10 @@ export const busyboxSystem: UnitSystem = {
       ["tmpfs", "/tmp"],
     ] as const) {
       await mkdir(directory, { recursive: true });
-      await busybox("mount", ["-t", type, type, directory]).catch((error: Error) => {
-        // devtmpfs may already be mounted by the kernel (CONFIG_DEVTMPFS_MOUNT).
-        if (!/busy/i.test(error.message)) throw error;
+      // devtmpfs may already be mounted by the kernel (CONFIG_DEVTMPFS_MOUNT).
+      if (await isMounted(directory)) continue;
+      await busybox("mount", ["-t", type, type, directory]).catch(async (error: unknown) => {
+        if (!(await isMounted(directory))) throw error;
       });
     }
   },
@@ -85,8 +101,9 @@ export const busyboxSystem: UnitSystem = {
   async loadModules(paths) {
     const failed: string[] = [];
     for (const path of paths) {
-      await busybox("insmod", [path]).catch((error: Error) => {
-        if (!/exists/i.test(error.message)) failed.push(`${path}: ${error.message}`);
+      await busybox("insmod", [path]).catch(async (error: Error) => {
+        // Already loaded (or built in): not a failure, whatever insmod said.
+        if (!(await moduleLoaded(path))) failed.push(`${path}: ${error.message}`);
       });
     }
     return failed;

@@ -1,10 +1,12 @@
 // Streams one image from the recovery server onto the disk: fetched over
-// HTTP, hashed while written, checked against the manifest (size and
-// SHA-256), then read back from the disk with the page cache dropped and
-// hashed again, so what is trusted is what the disk holds, not what was
-// meant to reach it. router7 wrote images unverified.
+// HTTP, checked against the manifest (size and SHA-256) before the disk is
+// fsynced, and written through lib/disk/verified-writer.ts, which refuses
+// what does not fit and reads every byte back past the page cache, so what
+// is trusted is what the disk holds, not what was meant to reach it.
+// router7 wrote images unverified.
 import { createHash } from "node:crypto";
-import { open } from "node:fs/promises";
+import { fsDisk, type DiskDevice } from "../lib/disk/device.js";
+import { writeVerified } from "../lib/disk/verified-writer.js";
 import { Rtr7Error } from "../lib/errors.js";
 import type { ManifestImage } from "../lib/wire/manifest.js";
 
@@ -25,11 +27,11 @@ export interface WriteImageOptions {
   target: ImageTarget;
   fetch?: typeof fetch;
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
-  /** Empties the page cache before the read-back (echo 3 > /proc/sys/vm/drop_caches on a unit). */
+  /** Empties the page cache where the disk refuses O_DIRECT (echo 3 > /proc/sys/vm/drop_caches on a unit). */
   dropCaches?: () => Promise<void>;
+  /** The disk; default node:fs (tests inject one that flips a byte). */
+  device?: DiskDevice;
 }
-
-const batchBytes = 1024 * 1024;
 
 export async function writeImage(options: WriteImageOptions): Promise<void> {
   const { expected, target } = options;
@@ -41,6 +43,43 @@ export async function writeImage(options: WriteImageOptions): Promise<void> {
       `${name}: ${expected.size} bytes do not fit ${target.path} at ${target.offset} (room: ${target.capacity} bytes)`,
     );
   }
+  const result = await writeVerified({
+    path: target.path,
+    name,
+    source: downloaded(options, writeLength),
+    offset: target.offset,
+    capacity: target.capacity,
+    expectedBytes: writeLength,
+    algorithm: "sha256",
+    device: options.device ?? fsDisk({ dropCaches: options.dropCaches }),
+    errors: {
+      tooLarge: "RTR7_ERR_IMAGE_TOO_LARGE",
+      io: "RTR7_ERR_IMAGE_VERIFY",
+      verify: "RTR7_ERR_IMAGE_VERIFY",
+      hints: {
+        io: "The unit's disk refused a read or write: check its cabling and the kernel's messages on the console; replace the disk if it repeats.",
+      },
+    },
+  });
+  // Already implied (the download matched the manifest, the disk matched the
+  // download), but this is the statement that matters: the disk holds the
+  // manifest's image.
+  if (writeLength === expected.size && result.hash !== expected.sha256) {
+    throw new Rtr7Error(
+      "RTR7_ERR_IMAGE_VERIFY",
+      `${name}: read back from ${target.path}, sha256 ${result.hash}, want ${expected.sha256} (manifest): the disk is failing`,
+    );
+  }
+}
+
+/**
+ * The image's bytes as the server sends them, cut to `writeLength`, hashed
+ * whole against the manifest; a size or hash that differs throws after the
+ * last byte, before the writer fsyncs.
+ */
+async function* downloaded(options: WriteImageOptions, writeLength: number): AsyncGenerator<Uint8Array> {
+  const { expected } = options;
+  const name = expected.name;
   const response = await (options.fetch ?? fetch)(options.url);
   if (response.status !== 200 || !response.body) {
     throw new Rtr7Error("RTR7_ERR_IMAGE_FETCH", `${name}: GET ${options.url}: HTTP ${response.status}`);
@@ -52,23 +91,10 @@ export async function writeImage(options: WriteImageOptions): Promise<void> {
       `${name}: the server sends ${announced} bytes, the manifest says ${expected.size}`,
     );
   }
-
   const imageHash = createHash("sha256");
-  const writtenHash = createHash("sha256");
-  const device = await open(target.path, "r+");
   let received = 0;
-  let written = 0;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (pendingBytes === 0) return;
-    const batch = Buffer.concat(pending, pendingBytes);
-    await device.write(batch, 0, batch.length, target.offset + written);
-    written += batch.length;
-    pending = [];
-    pendingBytes = 0;
-  };
-  const chunks = async function* (body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const body = response.body as AsyncIterable<Uint8Array>;
+  const chunks = async function* (): AsyncGenerator<Uint8Array> {
     try {
       yield* body;
     } catch (error) {
@@ -79,79 +105,31 @@ export async function writeImage(options: WriteImageOptions): Promise<void> {
       );
     }
   };
-  try {
-    for await (const chunk of chunks(response.body)) {
-      const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      if (received + bytes.length > expected.size) {
-        throw new Rtr7Error(
-          "RTR7_ERR_IMAGE_VERIFY",
-          `${name}: the server sent more than the manifest's ${expected.size} bytes`,
-        );
-      }
-      imageHash.update(bytes);
-      const toWrite = bytes.subarray(0, Math.max(0, Math.min(bytes.length, writeLength - received)));
-      if (toWrite.length > 0) {
-        writtenHash.update(toWrite);
-        pending.push(toWrite);
-        pendingBytes += toWrite.length;
-        if (pendingBytes >= batchBytes) await flush();
-      }
-      received += bytes.length;
-      options.onProgress?.(received, expected.size);
-    }
-    await flush();
-    if (received !== expected.size) {
+  for await (const chunk of chunks()) {
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (received + bytes.length > expected.size) {
       throw new Rtr7Error(
         "RTR7_ERR_IMAGE_VERIFY",
-        `${name}: short read: got ${received} of ${expected.size} bytes; the disk is not to be booted`,
+        `${name}: the server sent more than the manifest's ${expected.size} bytes`,
       );
     }
-    const got = imageHash.digest("hex");
-    if (got !== expected.sha256) {
-      throw new Rtr7Error(
-        "RTR7_ERR_IMAGE_VERIFY",
-        `${name}: sha256 mismatch: got ${got}, want ${expected.sha256} (manifest); the disk is not to be booted`,
-      );
-    }
-    await device.sync();
-  } finally {
-    await device.close();
+    imageHash.update(bytes);
+    const toWrite = bytes.subarray(0, Math.max(0, Math.min(bytes.length, writeLength - received)));
+    received += bytes.length;
+    if (toWrite.length > 0) yield toWrite;
+    options.onProgress?.(received, expected.size);
   }
-  await verifyOnDisk(target, written, writtenHash.digest("hex"), name, options.dropCaches);
-}
-
-/** Reads back what was written, past the page cache, and compares hashes. */
-async function verifyOnDisk(
-  target: ImageTarget,
-  length: number,
-  want: string,
-  name: string,
-  dropCaches: (() => Promise<void>) | undefined,
-): Promise<void> {
-  await dropCaches?.();
-  const device = await open(target.path, "r");
-  const hash = createHash("sha256");
-  const buffer = Buffer.allocUnsafe(batchBytes);
-  try {
-    for (let done = 0; done < length;) {
-      const { bytesRead } = await device.read(
-        buffer,
-        0,
-        Math.min(buffer.length, length - done),
-        target.offset + done,
-      );
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      done += bytesRead;
-    }
-  } finally {
-    await device.close();
-  }
-  const got = hash.digest("hex");
-  if (got !== want) {
+  if (received !== expected.size) {
     throw new Rtr7Error(
       "RTR7_ERR_IMAGE_VERIFY",
-      `${name}: read back from ${target.path} differs from what was written (sha256 ${got}, want ${want}): the disk is failing`,
+      `${name}: short read: got ${received} of ${expected.size} bytes; the disk is not to be booted`,
+    );
+  }
+  const got = imageHash.digest("hex");
+  if (got !== expected.sha256) {
+    throw new Rtr7Error(
+      "RTR7_ERR_IMAGE_VERIFY",
+      `${name}: sha256 mismatch: got ${got}, want ${expected.sha256} (manifest); the disk is not to be booted`,
     );
   }
 }

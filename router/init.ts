@@ -22,6 +22,7 @@ import type { ServiceSpec } from "./supervisor/supervisor.js";
 import { isSlot, unitPorts, type ServiceConfig, type Slot, type UnitPaths } from "./unit.js";
 import { modulesListPath } from "../lib/wire/image-paths.js";
 import { cmdlineValues, unitCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
+import { readListenConfig } from "./http-guard/listen-config.js";
 
 const execFileAsync = promisify(execFile);
 const busybox = "/bin/busybox";
@@ -287,6 +288,13 @@ export async function runUnitInit(): Promise<void> {
     }
   }
 
+  // The services answer the LAN only (listen.json, else lan0 and loopback).
+  const { problem, ...listen } = await readListenConfig(paths.perm);
+  if (problem !== undefined) say(problem);
+  if (listen.addresses.includes("0.0.0.0"))
+    say(
+      "lan0 has no fixed address in /perm/interfaces.json: listening on all addresses, answering local ones only",
+    );
   const config: ServiceConfig = {
     mode: "unit",
     hostname: build.hostname,
@@ -294,7 +302,8 @@ export async function runUnitInit(): Promise<void> {
     model: await model(),
     slot: cmdline.slot,
     trial: cmdline.trialDeadlineMs !== undefined,
-    address: "0.0.0.0",
+    address: listen.addresses[0] ?? "0.0.0.0",
+    listen,
     ports: { ...unitPorts },
     paths,
     interfaceName,

@@ -16,6 +16,7 @@ import {
 import { services } from "./services.js";
 import { Supervisor, type ServiceSpec } from "./supervisor/supervisor.js";
 import { serviceConfigVariable, type ServiceConfig } from "./unit.js";
+import { listenUnitApp } from "./http-guard/serve.js";
 import { buildUpdateApi } from "./update-api/server.js";
 import { readOrCreatePassword } from "./update-api/password.js";
 
@@ -142,6 +143,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
     paths: config.paths,
     boot,
     password,
+    unit: config,
     log: log.child({ subsystem: "update" }),
     onEvent: (event) => {
       if (event.kind !== "upload") return;
@@ -158,7 +160,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
         ...supervisor.state(),
       }),
   });
-  await api.listen({ host: config.address, port: config.ports.update });
+  await listenUnitApp(api, config, config.ports.update, "update API", log);
 
   if (config.trial) {
     const ms = options.trialDeadlineMs ?? defaultTrialDeadlineMs;

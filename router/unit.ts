@@ -51,8 +51,13 @@ export interface ServiceConfig {
   slot: Slot;
   /** True while the running slot is on trial (testboot, not yet committed). */
   trial: boolean;
-  /** Address the services listen on: "0.0.0.0" on a unit, ADDR in process mode. */
+  /** Address the services listen on when `listen` is not set: ADDR in process mode. */
   address: string;
+  /**
+   * Where the services listen and whom they answer, from /perm/rtr7/listen.json
+   * (router/http-guard/listen-config.ts): on a unit, lan0's address and loopback.
+   */
+  listen?: { addresses: string[]; allowSources: string[]; names: string[] };
   ports: { update: number; diagd: number; backupd: number };
   paths: UnitPaths;
   /** The LAN interface diagd checks: lan0 on a unit, the one holding `address` in process mode. */

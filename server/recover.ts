@@ -110,6 +110,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       manifest,
       token,
       log,
+      priorityPeers: [network.unitAddress],
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image
         // is written go to onProgress (a progress bar, or JSON lines).

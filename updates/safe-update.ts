@@ -1,59 +1,48 @@
 // rtr7 safe-update: one health-gated update of a unit, which must never
-// leave the unit unreachable. The steps (router7's, with try-boot):
-//   healthy? → run directory → backup of /perm → build → push root, boot,
-//   mbr (each hash-verified) → testboot + reboot (kexec) → down → healthy on
-//   the new version → commit → recover.bash → keep the last N runs.
-// The new slot only ever runs on trial: it is reached by kexec while the
-// boot loader still names the committed slot, with a commit deadline. So
-// whatever happens to this process (an error, Ctrl-C, SIGKILL) the unit ends
-// on a committed slot: a trial that is not committed falls back by itself.
-// A failure after the push rolls back actively: a unit that answers is
-// rebooted into its committed slot; one that does not is given the time the
-// fallback needs; one still silent then is recovered over PXE with the last
-// known-good images and the backup just taken.
-import { execFile, spawn } from "node:child_process";
-import { access, readFile, stat } from "node:fs/promises";
+// leave the unit unreachable, as a list of named steps over a unit target
+// and an injected clock:
+//   health → backup → build → push → testboot → down → healthy → commit → finish
+// health checks the unit is healthy and committed and makes the run
+// directory; backup saves /perm; build makes the images; push streams root,
+// boot and mbr (each hash-verified); testboot makes the next boot try the
+// new slot once and reboots into it (kexec); down and healthy wait for the
+// new version to answer healthy; commit keeps it; finish records the run and
+// keeps the last N. The new slot only ever runs on trial, reached by kexec
+// while the boot loader still names the committed slot, with a commit
+// deadline: whatever happens to this process (an error, Ctrl-C, SIGKILL),
+// the unit ends on a committed slot. A failure before testboot switches
+// nothing; one from testboot to commit rolls back (updates/safe-update/
+// rollback.ts), ending, if the unit stays silent, in recover() with the last
+// known-good images and this run's backup. The result (or the error) times
+// every step that ran.
 import path from "node:path";
-import { promisify } from "node:util";
-import { Rtr7Error, describeError, isRtr7Error } from "../lib/errors.js";
+import { readFile } from "node:fs/promises";
+import { Rtr7Error, describeError, isRtr7Error, type ErrorCode } from "../lib/errors.js";
 import { formatBytes, type Logger } from "../lib/log.js";
 import type { HealthReport } from "../lib/wire/health.js";
-import { UpdateClient, type UnitEndpoint } from "./client/update-client.js";
-import { buildUnitImages } from "./image/build.js";
+import type { UnitTarget } from "./client/index.js";
 import { writeRecoverScript } from "./recover-script.js";
-import { lastKnownGood, pruneRuns, UpdateRun } from "./runs.js";
+import { pruneRuns, UpdateRun } from "./runs.js";
+import { buildImages } from "./safe-update/build.js";
+import { inProcessRecover, type Recover, type RecoverSettings } from "./safe-update/recover.js";
+import { checkHealthy, openTarget } from "./safe-update/health.js";
+import { rollBack } from "./safe-update/rollback.js";
+import { markRecoverScriptFailed, pushImages } from "./safe-update/run-files.js";
+import { realClock, StepRunner, type SafeUpdateStep, type StepTiming } from "./safe-update/steps.js";
+import { waitForDown, waitForNewVersion, type WaitTimings } from "./safe-update/waits.js";
 
-const execFileAsync = promisify(execFile);
+export { safeUpdateSteps, type SafeUpdateStep, type StepTiming } from "./safe-update/steps.js";
+export { rootImageVersion } from "./safe-update/build.js";
+export type { Recover, RecoveryRequest, RecoverSettings } from "./safe-update/recover.js";
 
-export const safeUpdateSteps = [
-  "health",
-  "backup",
-  "build",
-  "push",
-  "testboot",
-  "down",
-  "healthy",
-  "commit",
-  "finish",
-] as const;
-export type SafeUpdateStep = (typeof safeUpdateSteps)[number];
-
-export interface SafeUpdateTimings {
-  /** One health probe (router7: 2 s). */
-  probeTimeoutMs: number;
-  /** How long the unit may take to go down after the reboot request (router7: 30 s). */
-  downTimeoutMs: number;
-  /** Between probes. */
-  pollMs: number;
-}
+export type SafeUpdateTimings = WaitTimings;
 
 export const defaultTimings: SafeUpdateTimings = { probeTimeoutMs: 2000, downTimeoutMs: 30_000, pollMs: 500 };
 
 export interface SafeUpdateOptions {
   hostname: string;
-  /** Where the unit is reached; default its hostname. */
-  endpoint?: Partial<UnitEndpoint>;
-  password: string;
+  /** The unit: a target, or how to open one (called once, in the health step). */
+  unit: UnitTarget | (() => Promise<UnitTarget>);
   updatesDir: string;
   /** Run through /bin/sh -c with RTR7_OUT_DIR (and GOKR_DIR) set; default `rtr7 image build`. */
   buildCommand?: string;
@@ -63,11 +52,15 @@ export interface SafeUpdateOptions {
   kexec: boolean;
   /**
    * How long the unit keeps the new slot on trial without a commit before it
-   * falls back by itself; default the health timeout + 45 s.
+   * falls back by itself; default the health timeout + the down timeout + 15 s.
    */
   trialDeadlineMs?: number;
-  /** The rtr7 CLI, for recover.bash and for the last-resort recovery. */
-  cli: { node: string; entry: string };
+  /** How each run's recover.bash starts rtr7: the node binary and the CLI's entry script. */
+  recoverScript: { node: string; entry: string };
+  /** The last-resort recovery; default server/recover.ts's recover() in this process. */
+  recover?: Recover;
+  /** For the default recovery: rtr7 recover's settings (e.g. the interface facing the unit). */
+  recoverSettings?: RecoverSettings;
   log: Logger;
   /** Byte progress of the backup download and the pushes. */
   onProgress?: (progress: { image: string; bytesDone: number; bytesTotal: number }) => void;
@@ -75,9 +68,10 @@ export interface SafeUpdateOptions {
   onRun?: (run: UpdateRun) => void;
   /** Called as each step starts (tests kill the CLI at a chosen step). */
   onStep?: (step: SafeUpdateStep) => void;
-  /** Extra flags for the last-resort `rtr7 recover` (e.g. --interface). */
-  recoverArgs?: string[];
   timings?: Partial<SafeUpdateTimings>;
+  /** The clock the waits and timings run on; default the real one. */
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
 }
 
 export interface SafeUpdateResult {
@@ -86,405 +80,230 @@ export interface SafeUpdateResult {
   version: string;
   /** Seconds between the last healthy answer before the reboot and the first after. */
   gapSeconds: number;
+  /** Every step that ran, in order, with its start, duration and outcome. */
+  steps: StepTiming[];
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** The version an image will report: /etc/rtr7/build.json inside root.img. */
-export async function rootImageVersion(rootImage: string): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync("unsquashfs", ["-cat", rootImage, "etc/rtr7/build.json"], {
-      encoding: "utf8",
-      maxBuffer: 1 << 20,
-    });
-    const version = (JSON.parse(stdout) as { version?: unknown }).version;
-    if (typeof version === "string" && version !== "") return version;
-    throw new Error("build.json has no version");
-  } catch (cause) {
-    throw new Rtr7Error(
-      "RTR7_ERR_IMAGE_BUILD",
-      `read the new version from ${rootImage} (/etc/rtr7/build.json): ${describeError(cause)}`,
-      { cause, hint: "Build the root image with `rtr7 image build`, which writes /etc/rtr7/build.json." },
-    );
-  }
-}
-
-async function runBuildCommand(command: string, run: UpdateRun, log: Logger): Promise<void> {
-  log.info({ command }, `Building with: ${command}`);
-  const child = spawn("/bin/sh", ["-c", command], {
-    env: { ...process.env, RTR7_OUT_DIR: run.dir, GOKR_DIR: run.dir },
-    cwd: process.cwd(),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  child.stdout.pipe(run.stdout, { end: false });
-  child.stderr.pipe(run.stderr, { end: false });
-  const code = await new Promise<number | string>((resolve) => {
-    child.on("error", (error) => resolve(error.message));
-    child.on("close", (exitCode, signal) => resolve(signal ?? exitCode ?? "unknown"));
-  });
-  if (code !== 0)
-    throw new Rtr7Error(
-      "RTR7_ERR_IMAGE_BUILD",
-      `build command ${JSON.stringify(command)} failed (${typeof code === "number" ? `exit code ${code}` : code}); its output is in ${run.dir}/stderr.log`,
-    );
-}
-
-async function requireImages(dir: string): Promise<void> {
-  for (const name of ["mbr.img", "boot.img", "root.img"]) {
-    try {
-      await access(path.join(dir, name));
-    } catch {
-      throw new Rtr7Error("RTR7_ERR_IMAGE_BUILD", `the build left no ${name} in ${dir}`, {
-        hint: "A --build-command must write mbr.img, boot.img and root.img into $RTR7_OUT_DIR.",
-      });
-    }
+/** A failed safe-update: the code of what failed, and the steps that ran. */
+export class SafeUpdateError extends Rtr7Error {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; hint?: string },
+    readonly steps: StepTiming[],
+    readonly runDir: string | undefined,
+  ) {
+    super(code, message, options);
   }
 }
 
 export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdateResult> {
+  const clock = { now: options.now ?? realClock.now, sleep: options.sleep ?? realClock.sleep };
   const timings = { ...defaultTimings, ...options.timings };
   const log = options.log.child({ subsystem: "update" });
-  const endpoint: UnitEndpoint = { host: options.hostname, port: 80, ...options.endpoint };
-  const client = new UpdateClient({ endpoint, password: options.password, log });
-  const where = `${options.hostname} (${endpoint.host}:${endpoint.port})`;
-  const step = (name: SafeUpdateStep): void => options.onStep?.(name);
+  const steps = new StepRunner(clock, options.onStep);
+  const { hostname } = options;
+  const iso = () => new Date(clock.now()).toISOString();
+  const fail = (error: unknown, message: string, code: ErrorCode, runDir: string | undefined) =>
+    new SafeUpdateError(
+      code,
+      message,
+      { cause: error, hint: isRtr7Error(error) && error.code === code ? error.hint : undefined },
+      steps.timings,
+      runDir,
+    );
 
-  // 1. The unit must be healthy and committed before anything is touched.
-  step("health");
-  const before = await client.health(timings.probeTimeoutMs);
-  if (!before)
-    throw new Rtr7Error(
-      "RTR7_ERR_UNIT_UNHEALTHY",
-      `${where} does not answer /health.json; nothing was changed`,
+  // health: the unit must be healthy and committed before anything is touched.
+  let unit: UnitTarget;
+  let before: HealthReport;
+  let run: UpdateRun;
+  try {
+    ({ unit, before, run } = await steps.run("health", async () => {
+      const target = await openTarget(options);
+      const report = await checkHealthy(target, hostname, timings);
+      log.info(
+        { version: report.version, slot: report.slot },
+        `${hostname} is healthy on ${report.version} (slot ${report.slot}).`,
+      );
+      const created = await UpdateRun.create(
+        options.updatesDir,
+        hostname,
+        new Date(clock.now()),
+        () => new Date(clock.now()),
+      );
+      return { unit: target, before: report, run: created };
+    }));
+  } catch (error) {
+    throw fail(
+      error,
+      describeError(error),
+      isRtr7Error(error) ? error.code : "RTR7_ERR_UPDATE_FAILED",
+      undefined,
     );
-  if (before.first_error !== "")
-    throw new Rtr7Error(
-      "RTR7_ERR_UNIT_UNHEALTHY",
-      `${where} is not healthy (${before.first_error}); nothing was changed`,
-    );
-  if (before.trial)
-    throw new Rtr7Error(
-      "RTR7_ERR_UNIT_UNHEALTHY",
-      `${where} runs slot ${before.slot} (${before.version}) on trial, not committed; nothing was changed`,
-      { hint: "Wait for the trial to end (it falls back by itself), or commit it, then update again." },
-    );
-  log.info(
-    { version: before.version, slot: before.slot },
-    `${options.hostname} is healthy on ${before.version} (slot ${before.slot}).`,
-  );
-
-  const run = await UpdateRun.create(options.updatesDir, options.hostname);
+  }
   options.onRun?.(run);
   const record = (patch: Parameters<UpdateRun["setRecord"]>[0]) => run.setRecord(patch);
-  await record({
-    hostname: options.hostname,
-    status: "running",
-    previousVersion: before.version,
-    startedAt: new Date().toISOString(),
-  });
-  run.event({ event: "start", hostname: options.hostname, version: before.version, slot: before.slot });
+  await record({ hostname, status: "running", previousVersion: before.version, startedAt: iso() });
+  run.event({ event: "start", hostname, version: before.version, slot: before.slot });
   log.info({ runDir: run.dir }, `Run directory: ${run.dir}`);
 
-  let pushed = false;
   let newVersion: string | undefined;
+  const prepare: [SafeUpdateStep, () => Promise<void>][] = [
+    [
+      "backup",
+      async () => {
+        const backup = await unit.backup(path.join(run.dir, "backup.tar.gz"), {
+          onProgress: (bytes) =>
+            options.onProgress?.({
+              image: "backup.tar.gz",
+              bytesDone: bytes,
+              bytesTotal: Math.max(bytes, 1),
+            }),
+        });
+        run.event({ event: "backup", bytes: backup.bytes });
+        log.info({ bytes: backup.bytes }, `Backed up /perm: ${formatBytes(backup.bytes)} in backup.tar.gz.`);
+      },
+    ],
+    [
+      "build",
+      async () => {
+        newVersion = await buildImages({
+          run,
+          hostname,
+          buildCommand: options.buildCommand,
+          log,
+          builderLog: options.log,
+        });
+        await record({ version: newVersion });
+        // Every run with images gets its recover.bash before the unit is touched.
+        await writeRecoverScript(run.dir, { hostname, cli: options.recoverScript });
+        run.event({ event: "built", version: newVersion });
+        if (newVersion === before.version)
+          log.warn(
+            { version: newVersion },
+            `The new build reports the same version as the unit (${newVersion}); the update cannot tell them apart.`,
+          );
+      },
+    ],
+    ["push", () => pushImages(unit, run, log, options)],
+  ];
   try {
-    // 2. The backup, checked to be a complete gzip tar.
-    step("backup");
-    const backupFile = path.join(run.dir, "backup.tar.gz");
-    const backup = await client.downloadBackup(backupFile, (bytes) =>
-      options.onProgress?.({ image: "backup.tar.gz", bytesDone: bytes, bytesTotal: Math.max(bytes, 1) }),
-    );
-    run.event({ event: "backup", bytes: backup.bytes });
-    log.info({ bytes: backup.bytes }, `Backed up /perm: ${formatBytes(backup.bytes)} in backup.tar.gz.`);
-
-    // 3. Build.
-    step("build");
-    if (options.buildCommand) await runBuildCommand(options.buildCommand, run, log);
-    else await buildUnitImages({ outDir: run.dir, hostname: options.hostname, log: options.log });
-    await requireImages(run.dir);
-    newVersion = await rootImageVersion(path.join(run.dir, "root.img"));
-    await record({ version: newVersion });
-    // Every run with images gets its recover.bash before the unit is touched.
-    await writeRecoverScript(run.dir, { hostname: options.hostname, cli: options.cli });
-    run.event({ event: "built", version: newVersion });
-    if (newVersion === before.version)
-      log.warn(
-        { version: newVersion },
-        `The new build reports the same version as the unit (${newVersion}); the update cannot tell them apart.`,
-      );
-
-    // 4. Push, each image hash-verified by the unit's reply.
-    step("push");
-    const features = await client.features();
-    for (const [target, file] of [
-      ["root", "root.img"],
-      ["boot", "boot.img"],
-      ["mbr", "mbr.img"],
-    ] as const) {
-      const image = path.join(run.dir, file);
-      const size = (await stat(image)).size;
-      const pushedImage = await client.push(target, image, {
-        hash: features.hash,
-        onProgress: (sent, total) =>
-          options.onProgress?.({ image: file, bytesDone: sent, bytesTotal: total }),
-      });
-      run.event({
-        event: "pushed",
-        image: file,
-        bytes: pushedImage.bytes,
-        hash: pushedImage.hash,
-        ms: pushedImage.ms,
-      });
-      log.info(
-        { image: file, bytes: size, ms: pushedImage.ms },
-        `Pushed ${file} (${formatBytes(size)}, ${features.hash} verified) in ${(pushedImage.ms / 1000).toFixed(1)} s.`,
-      );
-    }
-    pushed = true;
+    for (const [name, work] of prepare) await steps.run(name, work);
   } catch (error) {
     // Nothing was switched: the unit still runs its committed slot.
-    const now = await client.health(timings.probeTimeoutMs);
-    const message = `${describeError(error)}; nothing was switched: ${options.hostname} ${now ? `runs ${now.version} (slot ${now.slot})` : "did not answer afterwards"}`;
+    const now = await unit.health({ timeoutMs: timings.probeTimeoutMs });
+    const message = `${describeError(error)}; nothing was switched: ${hostname} ${now ? `runs ${now.version} (slot ${now.slot})` : "did not answer afterwards"}`;
     run.event({ event: "failed", step: "before-switch", message });
     run.stderr.write(`rtr7 safe-update: ${message}\n`);
     if (newVersion !== undefined) await markRecoverScriptFailed(run, options, newVersion, message);
-    await record({
-      status: "failed",
-      finishedAt: new Date().toISOString(),
-      message,
-      unitVersionAfter: now?.version,
-    });
+    await record({ status: "failed", finishedAt: iso(), message, unitVersionAfter: now?.version });
     await run.close();
-    throw new Rtr7Error(isRtr7Error(error) ? error.code : "RTR7_ERR_UPDATE_FAILED", message, {
-      cause: error,
-      hint: isRtr7Error(error) ? error.hint : undefined,
-    });
+    throw fail(error, message, isRtr7Error(error) ? error.code : "RTR7_ERR_UPDATE_FAILED", run.dir);
   }
 
-  // 5.-8. Try-boot, wait, commit; any failure from here on rolls back.
-  let lastHealthyBefore = Date.now();
+  // testboot to commit: any failure from here on rolls back.
+  const version = newVersion ?? "";
   const deadlineMs = options.trialDeadlineMs ?? options.healthTimeoutMs + timings.downTimeoutMs + 15_000;
+  let lastHealthyBefore = clock.now();
+  let after: { report: HealthReport; at: number } | undefined;
+  const trial: [SafeUpdateStep, () => Promise<void>][] = [
+    [
+      "testboot",
+      async () => {
+        if (options.kexec) {
+          await unit.testboot({ deadlineMs });
+        } else {
+          // The boot loader cannot boot a slot once: without kexec the switch is
+          // permanent, and a rollback switches back.
+          log.warn(
+            "--no-kexec: the new slot becomes the default before it is proven; a rollback switches back.",
+          );
+          await unit.switch();
+        }
+        if (await unit.health({ timeoutMs: timings.probeTimeoutMs })) lastHealthyBefore = clock.now();
+        await unit.reboot({ kexec: options.kexec });
+        run.event({ event: "rebooting", kexec: options.kexec, deadlineMs });
+        log.info(`Rebooting ${hostname} into the new slot${options.kexec ? " with kexec" : ""}.`);
+      },
+    ],
+    ["down", () => waitForDown(unit, before, timings, clock)],
+    [
+      "healthy",
+      async () => {
+        after = await waitForNewVersion(unit, before, version, options.healthTimeoutMs, timings, clock);
+        const gapSeconds = (after.at - lastHealthyBefore) / 1000;
+        run.event({ event: "healthy", version: after.report.version, slot: after.report.slot, gapSeconds });
+        log.info(
+          { gapSeconds },
+          `${hostname} is healthy on ${after.report.version} (slot ${after.report.slot}); no answer for ${gapSeconds.toFixed(1)} s.`,
+        );
+      },
+    ],
+    [
+      "commit",
+      async () => {
+        await unit.commit();
+        run.event({ event: "committed", version: after?.report.version, slot: after?.report.slot });
+      },
+    ],
+  ];
   try {
-    step("testboot");
-    if (options.kexec) {
-      await client.testboot({ deadlineMs });
-    } else {
-      // The boot loader cannot boot a slot once: without kexec the switch is
-      // permanent, and a rollback switches back.
-      log.warn("--no-kexec: the new slot becomes the default before it is proven; a rollback switches back.");
-      await client.switchSlot();
-    }
-    const lastBefore = await client.health(timings.probeTimeoutMs);
-    if (lastBefore) lastHealthyBefore = Date.now();
-    await client.reboot({ kexec: options.kexec });
-    run.event({ event: "rebooting", kexec: options.kexec, deadlineMs });
-    log.info(`Rebooting ${options.hostname} into the new slot${options.kexec ? " with kexec" : ""}.`);
-
-    step("down");
-    await waitForDown(client, before, timings);
-    step("healthy");
-    const after = await waitForNewVersion(client, before, newVersion ?? "", options.healthTimeoutMs, timings);
-    const gapSeconds = (after.at - lastHealthyBefore) / 1000;
-    run.event({ event: "healthy", version: after.report.version, slot: after.report.slot, gapSeconds });
-    log.info(
-      { gapSeconds },
-      `${options.hostname} is healthy on ${after.report.version} (slot ${after.report.slot}); no answer for ${gapSeconds.toFixed(1)} s.`,
-    );
-
-    step("commit");
-    await client.commit();
-    run.event({ event: "committed", version: after.report.version, slot: after.report.slot });
-
-    step("finish");
-    await record({
-      status: "committed",
-      finishedAt: new Date().toISOString(),
-      unitVersionAfter: after.report.version,
-    });
-    const deleted = await pruneRuns(options.updatesDir, options.hostname, options.keepOnly, [run.dir]);
-    if (deleted.length > 0) run.event({ event: "pruned", dirs: deleted });
-    log.info(`Updated ${options.hostname} from ${before.version} to ${after.report.version}; committed.`);
-    await run.close();
-    return { runDir: run.dir, previousVersion: before.version, version: after.report.version, gapSeconds };
+    for (const [name, work] of trial) await steps.run(name, work);
   } catch (error) {
     const reason = describeError(error);
     log.error({ err: error }, `The update failed: ${reason}. Rolling back.`);
-    run.event({ event: "failed", message: reason });
-    const now = await rollBack({ client, options, before, run, deadlineMs, timings, log, pushed }).catch(
-      (rollbackError: unknown) => {
-        run.event({ event: "rollback-failed", message: describeError(rollbackError) });
-        return `unknown (${describeError(rollbackError)})`;
-      },
-    );
-    const message = `${reason}; rolled back: ${options.hostname} now runs ${now}`;
+    run.event({ event: "failed", step: steps.current, message: reason });
+    const now = await rollBack({
+      unit,
+      hostname,
+      updatesDir: options.updatesDir,
+      kexec: options.kexec,
+      healthTimeoutMs: options.healthTimeoutMs,
+      before,
+      run,
+      deadlineMs,
+      timings,
+      clock,
+      recover: options.recover ?? inProcessRecover(options.recoverSettings),
+      log,
+    }).catch((rollbackError: unknown) => {
+      run.event({ event: "rollback-failed", message: describeError(rollbackError) });
+      return `unknown (${describeError(rollbackError)})`;
+    });
+    const message = `${reason}; rolled back: ${hostname} now runs ${now}`;
     run.stderr.write(`rtr7 safe-update: ${message}\n`);
-    await markRecoverScriptFailed(run, options, newVersion ?? "?", message);
-    await record({ status: "failed", finishedAt: new Date().toISOString(), message, unitVersionAfter: now });
+    await markRecoverScriptFailed(run, options, version || "?", message);
+    await record({ status: "failed", finishedAt: iso(), message, unitVersionAfter: now });
     await run.close();
-    throw new Rtr7Error("RTR7_ERR_UPDATE_FAILED", message, { cause: error });
+    throw fail(error, message, "RTR7_ERR_UPDATE_FAILED", run.dir);
   }
-}
 
-/** Rewrites a failed run's recover.bash so that it warns, naming the last known-good run. */
-async function markRecoverScriptFailed(
-  run: UpdateRun,
-  options: SafeUpdateOptions,
-  version: string,
-  message: string,
-): Promise<void> {
-  const good = await lastKnownGood(options.updatesDir, options.hostname).catch(() => undefined);
-  const warning =
-    `these are the images of a failed update to ${version} (${message}).` +
-    (good ? ` The last known-good run is ${good.dir}: run its recover.bash instead.` : "");
-  await writeRecoverScript(run.dir, { hostname: options.hostname, cli: options.cli, warning }).catch(
-    (error: unknown) =>
-      run.stderr.write(`rtr7 safe-update: rewriting recover.bash: ${describeError(error)}\n`),
-  );
-}
-
-/** Down: no answer, or an answer from a new boot (shorter uptime, or another version or slot). */
-async function waitForDown(
-  client: UpdateClient,
-  before: HealthReport,
-  timings: SafeUpdateTimings,
-): Promise<void> {
-  const started = Date.now();
-  const beforeUptime = before.uptime_seconds + Math.ceil((Date.now() - started) / 1000);
-  while (Date.now() - started < timings.downTimeoutMs) {
-    const seen = await client.health(timings.probeTimeoutMs);
-    if (!seen) return;
-    if (seen.version !== before.version || seen.slot !== before.slot || seen.trial !== before.trial) return;
-    if (seen.uptime_seconds < beforeUptime) return;
-    await sleep(Math.min(timings.pollMs, 250));
+  // finish: the unit runs the new version, committed; what fails now is only bookkeeping.
+  const committed = after as { report: HealthReport; at: number };
+  const gapSeconds = (committed.at - lastHealthyBefore) / 1000;
+  try {
+    await steps.run("finish", async () => {
+      await record({ status: "committed", finishedAt: iso(), unitVersionAfter: committed.report.version });
+      const deleted = await pruneRuns(options.updatesDir, hostname, options.keepOnly, [run.dir]);
+      if (deleted.length > 0) run.event({ event: "pruned", dirs: deleted });
+      log.info(`Updated ${hostname} from ${before.version} to ${committed.report.version}; committed.`);
+      await run.close();
+    });
+  } catch (error) {
+    throw fail(
+      error,
+      `${hostname} runs ${committed.report.version}, committed, but finishing the run failed: ${describeError(error)}`,
+      isRtr7Error(error) ? error.code : "RTR7_ERR_FILE_MISSING",
+      run.dir,
+    );
   }
-  throw new Rtr7Error(
-    "RTR7_ERR_UPDATE_FAILED",
-    `the unit did not go down within ${Math.round(timings.downTimeoutMs / 1000)} s of the reboot request`,
-  );
-}
-
-async function waitForNewVersion(
-  client: UpdateClient,
-  before: HealthReport,
-  version: string,
-  timeoutMs: number,
-  timings: SafeUpdateTimings,
-): Promise<{ report: HealthReport; at: number }> {
-  const started = Date.now();
-  let last: HealthReport | undefined;
-  while (Date.now() - started < timeoutMs) {
-    const seen = await client.health(timings.probeTimeoutMs);
-    if (seen) last = seen;
-    if (seen && seen.version === version && seen.slot !== before.slot && seen.first_error === "")
-      return { report: seen, at: Date.now() };
-    if (
-      seen &&
-      seen.slot === before.slot &&
-      !seen.trial &&
-      seen.version === before.version &&
-      seen.first_error === ""
-    )
-      throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_FAILED",
-        `the new version ${version} did not come up: the unit fell back to ${before.version} (slot ${before.slot}) by itself`,
-      );
-    await sleep(timings.pollMs);
-  }
-  const seen = last
-    ? `it last reported ${last.version} (slot ${last.slot}${last.trial ? ", trial" : ""})${last.first_error ? `: ${last.first_error}` : ", healthy"}`
-    : "it never answered";
-  throw new Rtr7Error(
-    "RTR7_ERR_UPDATE_FAILED",
-    `${version} was not healthy within ${Math.round(timeoutMs / 1000)} s; ${seen}`,
-  );
-}
-
-/** Brings the unit back to its committed version; returns what it runs now. */
-async function rollBack(context: {
-  client: UpdateClient;
-  options: SafeUpdateOptions;
-  before: HealthReport;
-  run: UpdateRun;
-  deadlineMs: number;
-  timings: SafeUpdateTimings;
-  log: Logger;
-  pushed: boolean;
-}): Promise<string> {
-  const { client, options, before, run, timings, log } = context;
-  const isBack = (seen: HealthReport | undefined): boolean =>
-    seen !== undefined && seen.version === before.version && seen.slot === before.slot && !seen.trial;
-  const describe = (seen: HealthReport): string => `${seen.version} (slot ${seen.slot})`;
-  const waitBack = async (ms: number): Promise<HealthReport | undefined> => {
-    const started = Date.now();
-    while (Date.now() - started < ms) {
-      const seen = await client.health(timings.probeTimeoutMs);
-      if (isBack(seen) && seen?.first_error === "") return seen;
-      await sleep(timings.pollMs);
-    }
-    return undefined;
+  return {
+    runDir: run.dir,
+    previousVersion: before.version,
+    version: committed.report.version,
+    gapSeconds,
+    steps: steps.timings,
   };
-
-  const now = await client.health(timings.probeTimeoutMs);
-  if (isBack(now) && now) {
-    run.event({ event: "rollback", how: "already back", version: now.version });
-    return describe(now);
-  }
-  if (now) {
-    // It answers: reboot it into its committed slot.
-    log.info(`${options.hostname} answers on ${describe(now)}: rebooting it into its committed slot.`);
-    if (!options.kexec) await client.switchSlot().catch(() => undefined);
-    await client
-      .reboot({ kexec: options.kexec })
-      .catch((error: unknown) =>
-        log.warn({ err: error }, `The reboot request failed: ${describeError(error)}`),
-      );
-    const back = await waitBack(options.healthTimeoutMs + timings.downTimeoutMs);
-    if (back) {
-      run.event({ event: "rollback", how: "reboot", version: back.version });
-      return describe(back);
-    }
-  } else if (options.kexec) {
-    // Silent: the trial's own fallback brings it back (panic or missed deadline).
-    log.info(`${options.hostname} does not answer: waiting for its trial to fall back by itself.`);
-    const back = await waitBack(context.deadlineMs + timings.downTimeoutMs);
-    if (back) {
-      run.event({ event: "rollback", how: "fallback", version: back.version });
-      return describe(back);
-    }
-  }
-  // Still nothing: recover it with the last known-good images and this backup.
-  const good = await lastKnownGood(options.updatesDir, options.hostname);
-  if (!good) {
-    run.event({ event: "rollback", how: "none", message: "no known-good images to recover with" });
-    return `nothing that answers; no earlier run of rtr7 safe-update holds known-good images to recover it with (run rtr7 recover by hand)`;
-  }
-  const backup = path.join(run.dir, "backup.tar.gz");
-  const args = [
-    options.cli.entry,
-    "recover",
-    `--hostname=${options.hostname}`,
-    `--image-dir=${good.dir}`,
-    ...((await access(backup).then(
-      () => true,
-      () => false,
-    ))
-      ? [`--backup=${backup}`]
-      : []),
-    ...(options.recoverArgs ?? []),
-  ];
-  log.warn(
-    { images: good.dir },
-    `${options.hostname} is unreachable: recovering it with the images of ${good.dir}.`,
-  );
-  run.event({ event: "rollback", how: "recover", images: good.dir });
-  const code = await new Promise<number | string>((resolve) => {
-    const child = spawn(options.cli.node, args, { stdio: ["ignore", "inherit", "inherit"] });
-    child.on("error", (error) => resolve(error.message));
-    child.on("close", (exitCode, signal) => resolve(signal ?? exitCode ?? "unknown"));
-  });
-  const recovered = code === 0 ? await waitBack(options.healthTimeoutMs) : undefined;
-  if (recovered) return `${describe(recovered)}, recovered from ${good.dir}`;
-  return `nothing that answers (rtr7 recover ended ${String(code)}); run ${path.join(good.dir, "recover.bash")} by hand`;
 }
 
 /** For messages and tests: reads run.json. */

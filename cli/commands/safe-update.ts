@@ -92,20 +92,22 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
       },
     });
     const healthTimeoutMs = parseDuration(flags["health-timeout"], "--health-timeout");
-    const [{ safeUpdate }, { updatePassword }, { defaultUpdatesDir }, { progressView }] = await Promise.all([
-      import("../../updates/safe-update.js"),
-      import("../../updates/credentials.js"),
-      import("../../updates/runs.js"),
-      import("../progress.js"),
-    ]);
+    const [{ safeUpdate }, { openUnit }, { updatePassword }, { defaultUpdatesDir }, { progressView }] =
+      await Promise.all([
+        import("../../updates/safe-update.js"),
+        import("../../updates/client/index.js"),
+        import("../../updates/credentials.js"),
+        import("../../updates/runs.js"),
+        import("../progress.js"),
+      ]);
     const { password, source } = await updatePassword(flags.hostname);
     log.debug({ source }, `Update API password from ${source}.`);
+    const endpoint = { host: flags.address ?? flags.hostname, port: flags.port };
     const progress = await progressView({ json: flags.json, log, terminal: process.stdout.isTTY === true });
     try {
       const result = await safeUpdate({
         hostname: flags.hostname,
-        endpoint: { host: flags.address ?? flags.hostname, port: flags.port },
-        password,
+        unit: () => openUnit(endpoint, { password }, { log }),
         updatesDir: flags["updates-dir"] ?? defaultUpdatesDir(),
         buildCommand: flags["build-command"],
         keepOnly: flags["keep-only"],
@@ -114,17 +116,18 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         trialDeadlineMs: flags["trial-deadline"]
           ? parseDuration(flags["trial-deadline"], "--trial-deadline")
           : undefined,
-        cli: {
+        // recover.bash runs this very CLI.
+        recoverScript: {
           node: process.execPath,
           entry: fileURLToPath(new URL("../../../bin/run.js", import.meta.url)),
         },
+        recoverSettings: flags.interface ? { interfaceName: flags.interface } : {},
         log,
         onRun: (run) => {
           runLog = run.stdout;
         },
         onStep: (step) => log.debug({ event: "step", step }, `step ${step}`),
         onProgress: (report) => progress.update({ step: "push", ...report }),
-        recoverArgs: flags.interface ? [`--interface=${flags.interface}`] : [],
       });
       if (flags.json) process.stdout.write(JSON.stringify({ event: "updated", ...result }) + "\n");
     } finally {

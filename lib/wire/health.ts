@@ -1,6 +1,7 @@
 // /health.json as diagd serves it (port 7733) and as safe-update and the
 // fleet commands read it. router7's diagd answers {"first_error": ""} when
 // healthy; rtr7 adds who is answering and the checks behind the verdict.
+import { Rtr7Error } from "../errors.js";
 
 export interface HealthCheck {
   /** "link lan0", "address lan0", "gateway 10.0.0.1", "tcp 192.0.2.1:80". */
@@ -27,11 +28,14 @@ export function isHealthy(report: Pick<HealthReport, "first_error">): boolean {
   return report.first_error === "";
 }
 
-/** A loose structural check of a report read from the network. */
+/** A loose structural check of a report read from the network; RTR7_ERR_HEALTH_REPORT when it fails. */
 export function parseHealthReport(value: unknown): HealthReport {
   const record = value as Partial<HealthReport> | null;
   if (!record || typeof record.first_error !== "string")
-    throw new Error("health report: want an object with a first_error string");
+    throw new Rtr7Error(
+      "RTR7_ERR_HEALTH_REPORT",
+      `health report: want an object with a first_error string, got ${describeValue(value)}`,
+    );
   return {
     first_error: record.first_error,
     hostname: typeof record.hostname === "string" ? record.hostname : "",
@@ -41,4 +45,15 @@ export function parseHealthReport(value: unknown): HealthReport {
     uptime_seconds: typeof record.uptime_seconds === "number" ? record.uptime_seconds : 0,
     checks: Array.isArray(record.checks) ? record.checks : [],
   };
+}
+
+/** What a value that is not a report was, briefly, for the error message. */
+function describeValue(value: unknown): string {
+  if (value === null || typeof value !== "object")
+    return JSON.stringify(value)?.slice(0, 80) ?? String(value);
+  if (Array.isArray(value)) return "an array";
+  const firstError = (value as { first_error?: unknown }).first_error;
+  return firstError === undefined
+    ? "an object without first_error"
+    : `first_error ${JSON.stringify(firstError)}`;
 }

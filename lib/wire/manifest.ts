@@ -3,9 +3,9 @@
 // written next to the images by the image builder, read by recovery-init.
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { Rtr7Error } from "../errors.js";
 
-export const imageNames = ["mbr.img", "boot.img", "root.img"] as const;
-export type ImageName = (typeof imageNames)[number];
+export { imageNames, type ImageName } from "./images.js";
 
 export interface ManifestImage {
   name: string;
@@ -32,11 +32,11 @@ export async function sha256OfFile(path: string): Promise<{ sha256: string; size
   return { sha256: hash.digest("hex"), size };
 }
 
-/** A loose structural check for a manifest read from the network or disk. */
+/** A loose structural check for a manifest read from the network or disk; RTR7_ERR_MANIFEST when it fails. */
 export function parseManifest(value: unknown): Manifest {
   const record = value as Partial<Manifest> | null;
   if (!record || !Array.isArray(record.images))
-    throw new Error("manifest: want an object with an images array");
+    throw new Rtr7Error("RTR7_ERR_MANIFEST", "manifest: want an object with an images array");
   for (const image of record.images as unknown[]) {
     const entry = image as Partial<ManifestImage> | null;
     if (
@@ -48,7 +48,10 @@ export function parseManifest(value: unknown): Manifest {
       typeof entry.sha256 !== "string" ||
       !/^[0-9a-f]{64}$/.test(entry.sha256)
     ) {
-      throw new Error(`manifest: malformed image entry ${JSON.stringify(image)}`);
+      throw new Rtr7Error(
+        "RTR7_ERR_MANIFEST",
+        `manifest: malformed image entry ${JSON.stringify(image)} (want name, a size in bytes and a lowercase hex sha256)`,
+      );
     }
   }
   return record as Manifest;

@@ -52,9 +52,4 @@ export const failureReportSchema = {
 } as const;
 
 /** Kernel command-line parameters that tell the unit where its server is. */
-export const cmdlineKeys = {
-  server: "rtr7.server",
-  port: "rtr7.port",
-  hostname: "rtr7.hostname",
-  token: "rtr7.token",
-} as const;
+export { recoveryCmdlineKeys as cmdlineKeys } from "./kernel-cmdline.js";

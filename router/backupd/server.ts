@@ -3,19 +3,33 @@
 // every update and a recovery restores. Runs as its own process, started by
 // the supervisor as `service backupd`.
 //
+// The archive holds /perm/gokr-pw.txt (a recovery restores the unit's
+// identity from it), and that password is all it takes to push an image to
+// the unit. So, unlike router7's backupd, this one answers only a client
+// with the update API's own credentials (HTTP Basic, user gokrazy, the
+// password read from /perm/gokr-pw.txt as the update API reads it); anyone
+// else gets 401 before the archive is even begun. Errors are answered in
+// rtr7's one JSON shape (lib/http-error.ts).
+//
 // A failure in the middle of the archive cannot be reported with a status
 // code (it went out with the first byte), so the connection is cut instead:
 // the client sees a broken download, not a clean-looking short archive.
 import Fastify, { type FastifyInstance } from "fastify";
-import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { describeError } from "../../lib/errors.js";
+import { installErrorHandlers } from "../../lib/http-error.js";
 import { formatBytes, type Logger } from "../../lib/log.js";
 import type { RunningService, ServiceMain } from "../services.js";
 import type { ServiceConfig } from "../unit.js";
+import { installPasswordGuard } from "../http-guard/password-guard.js";
+import { guardUnitApp, listenUnitApp } from "../http-guard/serve.js";
+import { readOrCreatePassword } from "../update-api/password.js";
 import { ArchiveAbortedError, createArchive } from "./archive.js";
 
 export interface BackupdOptions {
   config: ServiceConfig;
   log: Logger;
+  /** The update API's password (/perm/gokr-pw.txt): a backup is served only with it. */
+  password: string;
   now?: () => Date;
 }
 
@@ -25,6 +39,10 @@ export function buildBackupdApp(options: BackupdOptions): FastifyInstance {
   // On SIGTERM a download in progress is cut rather than waited for (the
   // client sees a broken download and can fetch again).
   const app = Fastify({ logger: false, return503OnClosing: true, forceCloseConnections: true });
+  const errorOptions = { log };
+  guardUnitApp(app, config, log);
+  installPasswordGuard(app, { password: options.password, errorOptions, what: "the update API's password" });
+  installErrorHandlers(app, errorOptions);
 
   app.get("/backup.tar.gz", (request, reply) => {
     const peer = request.ip;
@@ -56,10 +74,6 @@ export function buildBackupdApp(options: BackupdOptions): FastifyInstance {
       .header("cache-control", "no-store")
       .send(archive.stream);
   });
-  app.setErrorHandler((error: { message: string }, request, reply) => {
-    log.warn({ peer: request.ip, url: request.url }, `request failed: ${error.message}`);
-    void reply.code(500).send({ error: "backup failed", message: error.message });
-  });
   return app;
 }
 
@@ -70,17 +84,10 @@ export function backupFileName(hostname: string, date: Date): string {
 }
 
 export const backupdMain: ServiceMain = async (config, log) => {
-  const app = buildBackupdApp({ config, log });
-  const { address, ports } = config;
-  try {
-    await app.listen({ host: address, port: ports.backupd });
-  } catch (error) {
-    throw new Rtr7Error(
-      "RTR7_ERR_LISTEN",
-      `backupd: listen on tcp ${address}:${ports.backupd}: ${describeError(error)}`,
-      { cause: error },
-    );
-  }
-  log.info({ event: "listening", address, port: ports.backupd }, "backupd listening");
+  // The supervisor made the password before starting the services; this
+  // reads it (or, started on its own, makes it as the update API would).
+  const { password } = await readOrCreatePassword(config.paths.perm);
+  const app = buildBackupdApp({ config, log, password });
+  await listenUnitApp(app, config, config.ports.backupd, "backupd", log);
   return { close: () => app.close() } satisfies RunningService;
 };

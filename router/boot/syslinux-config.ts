@@ -32,7 +32,9 @@ export interface BootConfig {
 
 export function slotKernelParameters(diskId: number, slot: Slot, extra = ""): string {
   const root = `root=PARTUUID=${partitionUuid(diskId, slotPartitionNumber(slot))}`;
-  return [root, commonKernelParameters, `${unitCmdlineKeys.slot}=${slot}`, extra].filter((part) => part !== "").join(" ");
+  return [root, commonKernelParameters, `${unitCmdlineKeys.slot}=${slot}`, extra]
+    .filter((part) => part !== "")
+    .join(" ");
 }
 
 export function renderSyslinuxConfig(options: {

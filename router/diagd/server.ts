@@ -1,12 +1,14 @@
 // diagd, router7's diagnostics service, on port 7733: `/health.json` (the
 // verdict safe-update and the fleet commands read), `/` (the same as an HTML
 // tree for people) and `/metrics` (Prometheus). Runs as its own process,
-// started by the supervisor as `service diagd`.
+// started by the supervisor as `service diagd`. Errors (a check that throws,
+// an unknown path) are answered in rtr7's one JSON shape (lib/http-error.ts).
 import Fastify, { type FastifyInstance } from "fastify";
-import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { installErrorHandlers } from "../../lib/http-error.js";
 import type { Logger } from "../../lib/log.js";
 import type { RunningService, ServiceMain } from "../services.js";
 import type { ServiceConfig } from "../unit.js";
+import { guardUnitApp, listenUnitApp } from "../http-guard/serve.js";
 import { HealthEvaluator } from "./health.js";
 import { buildMetricsRegistry } from "./metrics.js";
 import { renderHealthPage } from "./page.js";
@@ -30,6 +32,7 @@ export function buildDiagdApp(options: DiagdOptions): FastifyInstance {
   });
   const registry = buildMetricsRegistry({ config, system, health: evaluator });
   const app = Fastify({ logger: false, return503OnClosing: true });
+  guardUnitApp(app, config, log);
   let lastVerdict: string | undefined;
 
   const evaluate = async () => {
@@ -58,30 +61,15 @@ export function buildDiagdApp(options: DiagdOptions): FastifyInstance {
     const body = await registry.metrics();
     return reply.header("cache-control", "no-store").type(registry.contentType).send(body);
   });
-  app.setErrorHandler((error: { message: string }, request, reply) => {
-    log.warn({ peer: request.ip, url: request.url }, `request failed: ${error.message}`);
-    void reply.code(500).send({ error: "internal error", message: error.message });
+  installErrorHandlers(app, {
+    log,
+    notFoundHint: "diagd serves /health.json, /metrics and / (the health page).",
   });
   return app;
 }
 
 export const diagdMain: ServiceMain = async (config, log) => {
   const app = buildDiagdApp({ config, log });
-  await listenOrThrow(app, config.address, config.ports.diagd, "diagd");
-  log.info({ event: "listening", address: config.address, port: config.ports.diagd }, "diagd listening");
+  await listenUnitApp(app, config, config.ports.diagd, "diagd", log);
   return { close: () => app.close() } satisfies RunningService;
 };
-
-async function listenOrThrow(app: FastifyInstance, host: string, port: number, what: string): Promise<void> {
-  try {
-    await app.listen({ host, port });
-  } catch (error) {
-    throw new Rtr7Error(
-      "RTR7_ERR_LISTEN",
-      `${what}: listen on tcp ${host}:${port}: ${describeError(error)}`,
-      {
-        cause: error,
-      },
-    );
-  }
-}

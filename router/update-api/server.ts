@@ -10,17 +10,21 @@
 // update at a time: an upload, switch, testboot, commit or reboot while
 // another runs gets 409 at once, its body unread. Wrong methods get 400, as
 // gokrazy answers them (its clients and scripts see the same status); the
-// Allow header names the right one. The caller listens; fastify's own logger
+// Allow header names the right one. Every error is answered with the
+// catalogue's status and rtr7's one JSON body (lib/http-error.ts), and every
+// JSON reply carries exactly `Content-Type: application/json`, the header
+// gokrazy's updater insists on. The caller listens; fastify's own logger
 // is off, and nothing here logs a header, so neither the password nor the
 // Authorization header ever reaches a log.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { installErrorHandlers, requestLine } from "../../lib/http-error.js";
+import type { DiskDevice } from "../../lib/disk/device.js";
 import { formatBytes, type Logger } from "../../lib/log.js";
 import type { BootControl } from "../boot/boot-control.js";
-import { otherSlot, type Slot, type UnitPaths } from "../unit.js";
-import { basicAuthChecker, basicRealm } from "./basic-auth.js";
-import { HttpRtr7Error, asRtr7Error, errorBody, httpStatusFor, wantsJson } from "./http-errors.js";
+import { otherSlot, type ServiceConfig, type Slot, type UnitPaths } from "../unit.js";
+import { sendJson, wantsJson } from "./http-errors.js";
 import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
 import { checkBootable, readSlotStates } from "./slot-state.js";
 import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
@@ -33,8 +37,11 @@ import {
   type UploadRequest,
 } from "./uploads.js";
 import { hashHeader, readSmallBody, requestedHashAlgorithm } from "./write-target.js";
+import { updateFeaturesText } from "../../lib/wire/update-protocol.js";
+import { installPasswordGuard } from "../http-guard/password-guard.js";
+import { guardUnitApp } from "../http-guard/serve.js";
 
-export const updateFeatures = "partuuid,updatehash,";
+export const updateFeatures = updateFeaturesText;
 
 export interface UpdateEvent {
   kind: "upload" | "switch" | "testboot" | "commit" | "reboot";
@@ -50,6 +57,8 @@ export interface UpdateApiDeps {
   password: string;
   /** Where the caller listens, for the status page. */
   address?: string;
+  /** The unit's hostname and listen config, for the request guard's Host check (router/http-guard). */
+  unit?: Pick<ServiceConfig, "hostname" | "address" | "listen">;
   log: Logger;
   /** Each upload, switch, testboot, commit and reboot, when it has ended (the supervisor counts them). */
   onEvent?: (event: UpdateEvent) => void;
@@ -57,6 +66,8 @@ export interface UpdateApiDeps {
   /** An upload that sends nothing for this long is ended as truncated (default 60 s). */
   uploadIdleTimeoutMs?: number;
   now?: () => Date;
+  /** The disk the slots, boot partition and MBR are on; default node:fs (tests inject one that flips a byte). */
+  disk?: DiskDevice;
 }
 
 type UploadKind = "root" | "boot" | "bootonly" | "mbr";
@@ -95,10 +106,9 @@ class UpdateLock {
 
 export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   const log = deps.log.child({ subsystem: "update-api" });
-  const authorized = basicAuthChecker(deps.password);
   const lock = new UpdateLock();
   const now = deps.now ?? (() => new Date());
-  const context: UploadContext = { paths: deps.paths, boot: deps.boot, log, now };
+  const context: UploadContext = { paths: deps.paths, boot: deps.boot, log, now, disk: deps.disk };
   const idleTimeoutMs = deps.uploadIdleTimeoutMs ?? 60_000;
   const app = Fastify({ logger: false, return503OnClosing: true });
 
@@ -148,64 +158,30 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     return { query, body: body.toString("utf8") };
   };
 
-  const sendError = (request: FastifyRequest, reply: FastifyReply, thrown: unknown): FastifyReply => {
-    const error = asRtr7Error(thrown, `${request.method} ${request.url.split("?")[0]}`);
-    const status = httpStatusFor(error);
-    const { contentType, body } = errorBody(error, wantsJson(request.headers.accept));
-    // A body that was not read (or not to its end) must not be taken for the next request.
-    if (!request.raw.complete) void reply.header("connection", "close");
-    const line = { peer: request.ip, method: request.method, url: request.url, status, code: error.code };
-    if (status >= 500)
-      log.error({ ...line, err: thrown }, `${request.method} ${request.url}: ${error.message}`);
-    else log.warn(line, `${request.method} ${request.url}: ${error.message}`);
-    return reply.code(status).type(contentType).send(body);
-  };
+  const errorOptions = {
+    log,
+    requestCode: "RTR7_ERR_UPDATE_REQUEST",
+    notFoundHint:
+      "The update API serves /update/features, /update/{root,boot,bootonly,mbr} (PUT), /update/{switch,testboot,commit} and /reboot (POST), and / (the status page).",
+  } as const;
 
-  app.addHook("onRequest", async (request, reply) => {
-    if (authorized(request.headers.authorization)) return;
-    void reply.header("www-authenticate", `Basic realm="${basicRealm}"`);
-    return sendError(
-      request,
-      reply,
-      new HttpRtr7Error(
-        401,
-        "RTR7_ERR_UPDATE_AUTH",
-        `${request.method} ${request.url.split("?")[0]}: ${request.headers.authorization === undefined ? "no credentials" : "wrong credentials"} (HTTP Basic, user gokrazy)`,
-      ),
-    );
-  });
+  // Who may ask (sources, Host, cross-site changes), then the password.
+  guardUnitApp(app, deps.unit ?? { hostname: "localhost", address: "127.0.0.1" }, log);
+  installPasswordGuard(app, { password: deps.password, errorOptions });
 
-  app.setErrorHandler((error, request, reply) => sendError(request, reply, error));
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      request,
-      reply,
-      new HttpRtr7Error(
-        404,
-        "RTR7_ERR_UPDATE_REQUEST",
-        `${request.method} ${request.url}: no such endpoint`,
-        {
-          hint: "The update API serves /update/features, /update/{root,boot,bootonly,mbr} (PUT), /update/{switch,testboot,commit} and /reboot (POST), and / (the status page).",
-        },
-      ),
-    ),
-  );
+  installErrorHandlers(app, errorOptions);
 
   const requireMethod = (request: FastifyRequest, reply: FastifyReply, method: "PUT" | "POST"): void => {
     if (request.method === method) return;
     void reply.header("allow", method);
-    throw new HttpRtr7Error(
-      400,
-      "RTR7_ERR_UPDATE_REQUEST",
-      `${request.method} ${request.url.split("?")[0]}: expected a ${method} request`,
-    );
+    throw new Rtr7Error("RTR7_ERR_UPDATE_REQUEST", `${requestLine(request)}: expected a ${method} request`);
   };
 
   const inactiveSlot = (): Slot => otherSlot(deps.boot.running().slot);
 
   app.all("/update/features", (request, reply) => {
     if (wantsJson(request.headers.accept)) {
-      return reply.type("application/json").send({ features: updateFeatures, EEPROM: null });
+      return sendJson(reply, { features: updateFeatures, EEPROM: null });
     }
     return reply.type("text/plain; charset=utf-8").send(updateFeatures);
   });
@@ -258,7 +234,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
         const { slot, message } = await act(request, reply);
         log.info({ peer: request.ip, event: kind, slot }, `${url}: ${message}`);
         emit({ kind, target: slot, ok: true, message });
-        if (wantsJson(request.headers.accept)) return reply.send({ ok: true, slot, message });
+        if (wantsJson(request.headers.accept)) return sendJson(reply, { ok: true, slot, message });
         return reply.type("text/plain; charset=utf-8").send(`${message}\n`);
       } catch (error) {
         emit({ kind, ok: false, message: describeError(error) });
@@ -328,7 +304,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   app.get("/", async (request, reply) => {
     const facts = await statusFacts(deps);
     if (wantsJson(request.headers.accept))
-      return reply.send({ ...facts, address: deps.address, busy: lock.busyWith });
+      return sendJson(reply, { ...facts, address: deps.address, busy: lock.busyWith });
     return reply.type("text/html; charset=utf-8").send(renderStatusPage(facts));
   });
 

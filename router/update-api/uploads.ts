@@ -6,29 +6,38 @@
 //    first byte "invalid" with its first 4 KiB zeroed, so no half image ever
 //    looks like a squashfs;
 //  - boot: staged in a temp file under paths.run first, so an upload that
-//    ends early never touches the boot partition; then copied onto it
-//    (hashed again on the way), and syslinux.cfg's DEFAULT set back to the
-//    slot it named before, so a new boot image never changes which slot boots;
+//    ends early never touches the boot partition; then copied onto it, and
+//    syslinux.cfg's DEFAULT set back to the slot it named before, so a new
+//    boot image never changes which slot boots;
 //  - mbr: at most one sector; only bytes 0..439 (boot code) are written:
 //    440..511 hold the disk identifier and the partition table, which updates
 //    never change. gokrazy's packer sends 446 bytes (boot code, its disk
-//    signature, two zero bytes); the reply is the hash of all that was sent,
-//    because that is what the client compares.
+//    signature, two zero bytes); the reply hashes all that was sent, because
+//    that is what the client compares: the 440 bytes as read back, then the
+//    rest as received.
+// Every target is written through lib/disk/verified-writer.ts and read back
+// past the page cache: the reply is the hash of what the target holds, and
+// a read-back that differs from what was received is RTR7_ERR_UPDATE_VERIFY
+// instead of a hash (a root slot is then marked invalid, as after any
+// failure once its first byte was written).
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, rm } from "node:fs/promises";
 import path from "node:path";
+import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import { writeVerified } from "../../lib/disk/verified-writer.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
+import { mbrBootCodeBytes, partitionTableOffset } from "../../lib/wire/disk-layout.js";
 import type { BootControl } from "../boot/boot-control.js";
 import { otherSlot, type Slot, type UnitPaths } from "../unit.js";
-import { HttpRtr7Error } from "./http-errors.js";
 import { writeSlotState } from "./slot-state.js";
 import {
   createUpdateHash,
   readAt,
   readSmallBody,
   targetCapacity,
+  updateWriteErrors,
   writeInPlace,
   writeUpload,
   type HashAlgorithm,
@@ -41,6 +50,8 @@ export interface UploadContext {
   boot: BootControl;
   log: Logger;
   now: () => Date;
+  /** The disk the targets are on (tests inject one that flips a byte); default node:fs. */
+  disk?: DiskDevice;
 }
 
 export interface UploadRequest {
@@ -57,13 +68,13 @@ export interface UploadOutcome {
   /** What was written: "root slot b", "the boot partition", "the MBR boot code". */
   target: string;
   bytes: number;
-  /** The reply: lowercase hex of the body as received. */
+  /** The reply: lowercase hex of the body, as read back from the target. */
   hash: string;
   /** Things the uploader should know (logged, and passed on in the event). */
   notes: string[];
 }
 
-export const mbrBootCodeBytes = 440;
+export { mbrBootCodeBytes };
 export const mbrMaxUploadBytes = 512;
 /** Zeroed at the start of a slot whose upload failed: more than a squashfs superblock (96 bytes). */
 const invalidatedHeadBytes = 4096;
@@ -73,8 +84,7 @@ export async function rootUploadSlot(context: UploadContext): Promise<Slot> {
   const running = context.boot.running();
   const inactive = otherSlot(running.slot);
   if (running.trial) {
-    throw new HttpRtr7Error(
-      409,
+    throw new Rtr7Error(
       "RTR7_ERR_UPDATE_BUSY",
       `PUT /update/root: the unit runs slot ${running.slot} on trial; commit it or reboot into the committed slot before uploading: the other slot (${inactive}) is the fallback`,
       {
@@ -90,8 +100,7 @@ export async function rootUploadSlot(context: UploadContext): Promise<Slot> {
     context.log.warn({ err: error }, "cannot read the committed slot; uploading to the inactive slot anyway");
   }
   if (committed === inactive) {
-    throw new HttpRtr7Error(
-      409,
+    throw new Rtr7Error(
       "RTR7_ERR_UPDATE_BUSY",
       `PUT /update/root: slot ${inactive} is committed (syslinux.cfg's DEFAULT): the next boot runs it, so an upload must not overwrite it`,
       {
@@ -106,14 +115,13 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
   const slot = await rootUploadSlot(context);
   const target = context.paths.roots[slot];
   const targetName = `root slot ${slot}`;
-  const capacity = await targetCapacity(target);
   let touched = false;
   try {
     const result = await writeUpload({
       source: request.source,
       targetPath: target,
       targetName,
-      capacity,
+      device: context.disk,
       algorithm: request.algorithm,
       expectedLength: request.contentLength,
       idle: request.idle,
@@ -144,7 +152,13 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
 async function invalidateSlot(context: UploadContext, slot: Slot, why: string): Promise<void> {
   const target = context.paths.roots[slot];
   try {
-    await writeInPlace(target, 0, Buffer.alloc(invalidatedHeadBytes), `the start of root slot ${slot}`);
+    await writeInPlace(
+      target,
+      0,
+      Buffer.alloc(invalidatedHeadBytes),
+      `the start of root slot ${slot}`,
+      context.disk,
+    );
   } catch (error) {
     context.log.error({ err: error, slot }, `could not zero the start of slot ${slot}`);
   }
@@ -164,7 +178,8 @@ async function invalidateSlot(context: UploadContext, slot: Slot, why: string): 
 export async function uploadBoot(context: UploadContext, request: UploadRequest): Promise<UploadOutcome> {
   const committed = await committedBeforeBootUpload(context);
   const targetName = "the boot partition";
-  const capacity = await targetCapacity(context.paths.boot);
+  const disk = context.disk ?? fsDisk();
+  const capacity = await targetCapacity(context.paths.boot, disk);
   await mkdir(context.paths.run, { recursive: true });
   const staging = path.join(
     context.paths.run,
@@ -172,36 +187,40 @@ export async function uploadBoot(context: UploadContext, request: UploadRequest)
   );
   try {
     await (await open(staging, "wx", 0o600)).close();
+    // The staging file is read back only through the copy below, which
+    // compares what the boot partition holds with what was received.
     const received = await writeUpload({
       source: request.source,
       targetPath: staging,
-      targetName,
+      targetName: `${targetName} (staged in ${staging})`,
       capacity,
       algorithm: request.algorithm,
       expectedLength: request.contentLength,
       idle: request.idle,
       beforeRead: request.beforeRead,
+      readBack: false,
+      device: disk,
     });
     if (received.bytes === 0) throw emptyUpload("/update/boot");
     const copied = await writeUpload({
-      source: createReadStream(staging),
+      source: createReadStream(staging, { highWaterMark: 1024 * 1024 }),
       targetPath: context.paths.boot,
       targetName,
-      capacity,
       algorithm: request.algorithm,
       expectedLength: received.bytes,
+      device: disk,
     });
     if (copied.hash !== received.hash || copied.bytes !== received.bytes) {
       throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_WRITE",
-        `copying the staged boot image onto ${context.paths.boot} wrote ${copied.bytes} bytes hashing ${copied.hash}; the upload had ${received.bytes} hashing ${received.hash}`,
+        "RTR7_ERR_UPDATE_VERIFY",
+        `${targetName} (${context.paths.boot}): read back ${copied.bytes} bytes hashing ${copied.hash}; the upload had ${received.bytes} hashing ${received.hash}`,
       );
     }
     await context.boot.keepDefault(committed);
     return {
       target: targetName,
-      bytes: received.bytes,
-      hash: received.hash,
+      bytes: copied.bytes,
+      hash: copied.hash,
       notes: [`syslinux.cfg's DEFAULT kept at slot ${committed}`],
     };
   } finally {
@@ -237,7 +256,7 @@ export async function uploadMbr(context: UploadContext, request: UploadRequest):
   });
   if (body.length === 0) throw emptyUpload("/update/mbr");
   const bootCode = body.subarray(0, mbrBootCodeBytes);
-  const capacity = await targetCapacity(context.paths.mbr);
+  const capacity = await targetCapacity(context.paths.mbr, context.disk);
   if (capacity < mbrMaxUploadBytes) {
     throw new Rtr7Error(
       "RTR7_ERR_UPDATE_WRITE",
@@ -249,17 +268,27 @@ export async function uploadMbr(context: UploadContext, request: UploadRequest):
     notes.push(
       `wrote bytes 0..${mbrBootCodeBytes - 1} of ${body.length}; the rest (disk identifier, partition table) was left as it is`,
     );
-    const sentDiskId = body.subarray(440, 444);
-    const diskId = await readAt(context.paths.mbr, 440, 4);
+    const sentDiskId = body.subarray(partitionTableOffset, partitionTableOffset + 4);
+    const diskId = await readAt(context.paths.mbr, partitionTableOffset, 4);
     if (sentDiskId.length === 4 && !sentDiskId.equals(diskId)) {
       notes.push(
         `the upload's disk identifier ${sentDiskId.readUInt32LE(0).toString(16).padStart(8, "0")} differs from the disk's ${diskId.readUInt32LE(0).toString(16).padStart(8, "0")}: an image built for another hostname will not find its root=PARTUUID`,
       );
     }
   }
-  await writeInPlace(context.paths.mbr, 0, bootCode, "the MBR boot code");
   const hash = createUpdateHash(request.algorithm);
-  hash.update(body);
+  await writeVerified({
+    path: context.paths.mbr,
+    name: "the MBR boot code",
+    source: [bootCode],
+    capacity: mbrBootCodeBytes,
+    expectedBytes: bootCode.length,
+    algorithm: request.algorithm,
+    hash,
+    device: context.disk,
+    errors: updateWriteErrors,
+  });
+  hash.update(body.subarray(mbrBootCodeBytes));
   return { target: "the MBR boot code", bytes: body.length, hash: hash.hex(), notes };
 }
 

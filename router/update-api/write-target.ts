@@ -1,23 +1,28 @@
-// Streams an upload (an HTTP request body) onto its target: a partition, or
-// in process mode an image file standing in for one, written from offset 0,
-// hashed as it goes the way gokrazy's update protocol replies (SHA-256, or
-// CRC-32 IEEE when the client sends `X-Gokrazy-Update-Hash: crc32`, both as
-// lowercase hex; CRC-32 as the 8 digits of its big-endian bytes, which is
-// Go's `fmt.Sprintf("%x", crc32.NewIEEE().Sum(nil))`, what gokrazy's updater
-// hex-decodes and compares). The target is opened for writing in place,
-// never created or truncated; more bytes than it holds are refused before
-// they are written, and an upload that ends before its end is reported as
-// truncated so the caller can mark the target invalid.
-import { createHash } from "node:crypto";
-import { open, readFile, stat } from "node:fs/promises";
+// The update API's side of writing an upload (an HTTP request body) onto its
+// target: a partition, or in process mode an image file standing in for one.
+// The writing itself, with its capacity check, fsync and read-back past the
+// page cache, is lib/disk/verified-writer.ts; this module turns a request
+// body into its source (an upload that stalls or ends before its end is
+// reported as truncated, so the caller can mark the target invalid), names
+// the update API's error codes for it, and reads which hash a request asks
+// for (SHA-256, or CRC-32 with `X-Gokrazy-Update-Hash: crc32`; formats in
+// lib/disk/hash.ts). The reply to an upload is the hash of what was read
+// back from the target, never of what was received.
+import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import { crc32 } from "node:zlib";
+import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import { createStreamHash, type HashAlgorithm, type StreamHash } from "../../lib/disk/hash.js";
+import {
+  writeVerified,
+  type VerifiedWriteResult,
+  type WriteFailureCodes,
+} from "../../lib/disk/verified-writer.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
-import { formatBytes } from "../../lib/log.js";
+import { updateHashHeader } from "../../lib/wire/update-protocol.js";
 
-export type HashAlgorithm = "sha256" | "crc32";
+export type { HashAlgorithm, StreamHash };
 
-export const hashHeader = "x-gokrazy-update-hash";
+export const hashHeader = updateHashHeader;
 
 /** The algorithm a request asks for: crc32 when its X-Gokrazy-Update-Hash says so, else SHA-256. */
 export function requestedHashAlgorithm(value: string | string[] | undefined): HashAlgorithm {
@@ -29,63 +34,21 @@ export function requestedHashAlgorithm(value: string | string[] | undefined): Ha
   );
 }
 
-export interface UpdateHash {
-  update(chunk: Uint8Array): void;
-  /** Lowercase hex: 64 digits for SHA-256, 8 for CRC-32. */
-  hex(): string;
-}
+export const createUpdateHash = createStreamHash;
 
-export function createUpdateHash(algorithm: HashAlgorithm): UpdateHash {
-  if (algorithm === "sha256") {
-    const hash = createHash("sha256");
-    return { update: (chunk) => void hash.update(chunk), hex: () => hash.digest("hex") };
-  }
-  let value = 0;
-  return {
-    update: (chunk) => {
-      value = crc32(chunk, value);
-    },
-    hex: () => value.toString(16).padStart(8, "0"),
-  };
-}
+/** How the update API's writes fail: too large (413), an I/O error, a read-back that differs. */
+export const updateWriteErrors: WriteFailureCodes = {
+  tooLarge: "RTR7_ERR_IMAGE_TOO_LARGE",
+  io: "RTR7_ERR_UPDATE_WRITE",
+  verify: "RTR7_ERR_UPDATE_VERIFY",
+};
 
-/**
- * How many bytes a target holds: a regular file's size, or a block device's
- * size from sysfs (/sys/dev/block/MAJOR:MINOR/size, always in 512-byte
- * sectors). Node has no lseek to seek to the end of a device, and sysfs
- * needs neither an ioctl binding nor util-linux's blockdev on the unit.
- */
-export async function targetCapacity(path: string): Promise<number> {
-  let info;
+/** How many bytes a target holds (a file's size, a block device's from sysfs). */
+export async function targetCapacity(path: string, device: DiskDevice = fsDisk()): Promise<number> {
   try {
-    info = await stat(path, { bigint: true });
+    return (await device.stat(path)).bytes;
   } catch (cause) {
     throw new Rtr7Error("RTR7_ERR_UPDATE_WRITE", `stat ${path}: ${describeError(cause)}`, { cause });
-  }
-  if (info.isFile()) return Number(info.size);
-  if (!info.isBlockDevice()) {
-    throw new Rtr7Error(
-      "RTR7_ERR_UPDATE_WRITE",
-      `${path} is neither a block device nor a regular file: it cannot hold an image`,
-    );
-  }
-  // glibc's makedev encoding, as libuv fills st_rdev from statx.
-  const rdev = info.rdev;
-  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
-  const sysfs = `/sys/dev/block/${major}:${minor}/size`;
-  try {
-    const sectors = Number((await readFile(sysfs, "utf8")).trim());
-    if (!Number.isSafeInteger(sectors)) throw new Error(`not a number of sectors`);
-    return sectors * 512;
-  } catch (cause) {
-    throw new Rtr7Error(
-      "RTR7_ERR_UPDATE_WRITE",
-      `read the size of ${path} from ${sysfs}: ${describeError(cause)}`,
-      {
-        cause,
-      },
-    );
   }
 }
 
@@ -101,12 +64,12 @@ export interface IdleLimit {
 
 export interface WriteUploadOptions {
   source: UploadSource;
-  /** What the body goes onto; opened in place ("r+"), never created or truncated. */
+  /** What the body goes onto; opened in place, never created or truncated. */
   targetPath: string;
   /** Names the target in messages ("root slot b", "the boot partition"). */
   targetName: string;
-  /** Bytes the target holds: one more is refused with RTR7_ERR_UPDATE_WRITE. */
-  capacity: number;
+  /** Bytes the target holds; default its size. One more is refused with RTR7_ERR_IMAGE_TOO_LARGE. */
+  capacity?: number;
   algorithm: HashAlgorithm;
   /** The request's Content-Length, when it sent one: fewer bytes are a truncated upload. */
   expectedLength?: number;
@@ -116,104 +79,73 @@ export interface WriteUploadOptions {
   idle?: IdleLimit;
   /** Called right before the body is first read (the server sends "100 Continue" then). */
   beforeRead?: () => void;
+  /** Default true; off only for a staging file that is copied on through here. */
+  readBack?: boolean;
+  device?: DiskDevice;
 }
-
-export interface WriteUploadResult {
-  bytes: number;
-  /** Lowercase hex of everything received (and written). */
-  hash: string;
-}
-
-const batchBytes = 1024 * 1024;
 
 /**
- * Streams `source` onto the target at offset 0, then fsyncs it. Throws
- * RTR7_ERR_UPDATE_TRUNCATED when the body ends early (a Content-Length not
- * reached, the request aborted, the connection closed) and
- * RTR7_ERR_UPDATE_WRITE when the body is larger than the target or a write
- * fails. Bytes are written in 1 MiB batches; callers learn whether anything
- * reached the target through beforeFirstWrite.
+ * Streams `source` onto the target at offset 0, fsyncs it and reads it back
+ * (writeVerified). Throws RTR7_ERR_UPDATE_TRUNCATED when the body ends
+ * early (a Content-Length not reached, the request aborted, the connection
+ * closed or idle), RTR7_ERR_IMAGE_TOO_LARGE when it is larger than the
+ * target, RTR7_ERR_UPDATE_WRITE when a write fails and
+ * RTR7_ERR_UPDATE_VERIFY when the read-back differs.
  */
-export async function writeUpload(options: WriteUploadOptions): Promise<WriteUploadResult> {
-  const { source, targetName, capacity } = options;
-  const expected = options.expectedLength;
-  if (expected !== undefined && expected > capacity) throw tooLarge(targetName, expected, capacity);
-  const hash = createUpdateHash(options.algorithm);
-  let target;
-  try {
-    target = await open(options.targetPath, "r+");
-  } catch (cause) {
-    throw new Rtr7Error(
-      "RTR7_ERR_UPDATE_WRITE",
-      `open ${options.targetPath} (${targetName}): ${describeError(cause)}`,
-      {
-        cause,
-      },
-    );
-  }
-  let received = 0;
-  let written = 0;
-  let started = false;
-  let pending: Uint8Array[] = [];
-  let pendingBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (pendingBytes === 0) return;
-    if (!started) {
-      started = true;
-      await options.beforeFirstWrite?.();
-    }
-    const batch = Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    try {
-      await target.write(batch, 0, batch.length, written);
-    } catch (cause) {
-      throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_WRITE",
-        `write ${targetName} (${options.targetPath}) at byte ${written}: ${describeError(cause)}`,
-        { cause },
-      );
-    }
-    written += batch.length;
-  };
+export function writeUpload(options: WriteUploadOptions): Promise<VerifiedWriteResult> {
+  return writeVerified({
+    path: options.targetPath,
+    name: options.targetName,
+    source: uploadChunks(options.source, {
+      what: options.targetName,
+      expectedLength: options.expectedLength,
+      idle: options.idle,
+      beforeRead: options.beforeRead,
+    }),
+    capacity: options.capacity,
+    expectedBytes: options.expectedLength,
+    algorithm: options.algorithm,
+    readBack: options.readBack,
+    device: options.device,
+    errors: updateWriteErrors,
+    beforeFirstWrite: options.beforeFirstWrite,
+  });
+}
+
+interface ChunkOptions {
+  /** Names the upload in messages. */
+  what: string;
+  expectedLength?: number;
+  idle?: IdleLimit;
+  beforeRead?: () => void;
+}
+
+/**
+ * The body's chunks, read only when the consumer asks for the first one.
+ * A body that breaks, stalls or ends short of its Content-Length throws
+ * RTR7_ERR_UPDATE_TRUNCATED, the last time from after its last chunk, so a
+ * writer never fsyncs or trusts a short upload.
+ */
+async function* uploadChunks(source: UploadSource, options: ChunkOptions): AsyncGenerator<Uint8Array> {
+  const { what, expectedLength } = options;
   options.beforeRead?.();
+  let received = 0;
   const idle = watchIdle(options.idle);
   try {
     try {
       for await (const chunk of chunksOf(source)) {
         idle.saw();
-        if (received + chunk.length > capacity)
-          throw tooLarge(targetName, received + chunk.length, capacity, true);
         received += chunk.length;
-        hash.update(chunk);
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= batchBytes) await flush();
+        yield chunk;
       }
     } catch (error) {
-      if (error instanceof Rtr7Error) throw error;
-      throw truncated(targetName, received, expected, idle.why() ?? describeError(error), error);
-    } finally {
-      idle.stop();
+      throw truncated(what, received, expectedLength, idle.why() ?? describeError(error), error);
     }
-    if (source.complete === false || (expected !== undefined && received < expected)) {
-      throw truncated(targetName, received, expected, idle.why() ?? "the connection closed");
+    if (source.complete === false || (expectedLength !== undefined && received < expectedLength)) {
+      throw truncated(what, received, expectedLength, idle.why() ?? "the connection closed");
     }
-    await flush();
-    try {
-      await target.sync();
-    } catch (cause) {
-      throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_WRITE",
-        `fsync ${targetName} (${options.targetPath}): ${describeError(cause)}`,
-        {
-          cause,
-        },
-      );
-    }
-    return { bytes: received, hash: hash.hex() };
   } finally {
-    await target.close().catch(() => undefined);
+    idle.stop();
   }
 }
 
@@ -236,25 +168,18 @@ export async function readSmallBody(source: UploadSource, options: SmallBodyOpti
   const { maxBytes, what, expectedLength } = options;
   if (expectedLength !== undefined && expectedLength > maxBytes)
     throw overLimit(what, expectedLength, maxBytes, options.limitNote);
-  options.beforeRead?.();
   const chunks: Uint8Array[] = [];
   let received = 0;
-  const idle = watchIdle(options.idle);
-  try {
-    for await (const chunk of chunksOf(source)) {
-      idle.saw();
-      received += chunk.length;
-      if (received > maxBytes) throw overLimit(what, received, maxBytes, options.limitNote);
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (error instanceof Rtr7Error) throw error;
-    throw truncated(what, received, expectedLength, idle.why() ?? describeError(error), error);
-  } finally {
-    idle.stop();
-  }
-  if (source.complete === false || (expectedLength !== undefined && received < expectedLength)) {
-    throw truncated(what, received, expectedLength, idle.why() ?? "the connection closed");
+  const body = uploadChunks(source, {
+    what,
+    expectedLength,
+    idle: options.idle,
+    beforeRead: options.beforeRead,
+  });
+  for await (const chunk of body) {
+    received += chunk.length;
+    if (received > maxBytes) throw overLimit(what, received, maxBytes, options.limitNote);
+    chunks.push(chunk);
   }
   return Buffer.concat(chunks, received);
 }
@@ -294,14 +219,15 @@ export async function writeInPlace(
   offset: number,
   data: Uint8Array,
   what: string,
+  device: DiskDevice = fsDisk(),
 ): Promise<void> {
   try {
-    const target = await open(path, "r+");
+    const writer = await device.openWriter(path);
     try {
-      await target.write(data, 0, data.length, offset);
-      await target.sync();
+      await writer.write(data, offset);
+      await writer.sync();
     } finally {
-      await target.close();
+      await writer.close();
     }
   } catch (cause) {
     throw new Rtr7Error("RTR7_ERR_UPDATE_WRITE", `write ${what} (${path}): ${describeError(cause)}`, {
@@ -320,17 +246,6 @@ export async function readAt(path: string, offset: number, length: number): Prom
   } finally {
     await handle.close();
   }
-}
-
-/** An upload larger than its target (RTR7_ERR_UPDATE_WRITE); HTTP answers it 413. */
-export class CapacityError extends Rtr7Error {}
-
-function tooLarge(targetName: string, bytes: number, capacity: number, atLeast = false): Rtr7Error {
-  return new CapacityError(
-    "RTR7_ERR_UPDATE_WRITE",
-    `the upload is ${atLeast ? "at least " : ""}${bytes} bytes (${formatBytes(bytes)}); ${targetName} holds ${capacity} (${formatBytes(capacity)})`,
-    { hint: "Build a smaller image: the partition layout is fixed (boot 100 MiB, root 500 MiB)." },
-  );
 }
 
 function overLimit(what: string, bytes: number, maxBytes: number, note?: string): Rtr7Error {

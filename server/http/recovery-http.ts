@@ -4,12 +4,23 @@
 // token; a wrong or missing one gets 403 before the body is even parsed, and
 // changes nothing. Images are served from a FileMap only (no directory), with
 // HEAD, Content-Length and single-range requests, because recovery-init and
-// curl resume and probe with them.
+// curl resume and probe with them. Errors are answered in rtr7's one JSON
+// shape with the catalogue's status (lib/http-error.ts).
+//
+// Report bodies are JSON whatever their Content-Type says, or none: busybox
+// wget labels them as a form or as text, and router7's recovery-init posts
+// its success as `http.Post(url, "", nil)`, an empty body with an empty
+// Content-Type. So every body is read as text (up to the limit), an empty one
+// is no body at all, and only the success report, whose fields are all
+// optional, takes no body as `{}`.
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import parseRange from "range-parser";
+import { Rtr7Error } from "../../lib/errors.js";
+import { installErrorHandlers, replyWithError, requestLine } from "../../lib/http-error.js";
 import { formatBytes, type Logger } from "../../lib/log.js";
 import { sendFileRange } from "./send-file.js";
+import { defaultTransferLimits, TransferGate, type TransferLimits } from "./transfers.js";
 import type { FileMap, ServedFile } from "../../lib/served-files.js";
 import type { Manifest } from "../../lib/wire/manifest.js";
 import {
@@ -30,6 +41,10 @@ export interface RecoveryHttpOptions {
   onProgress?: (report: ProgressReport, peer: string) => void;
   onSuccess?: (report: SuccessReport, peer: string) => void;
   onFailure?: (report: FailureReport, peer: string) => void;
+  /** Caps on image downloads (server/http/transfers.ts); default 8 in all, 2 per address, 60 s idle. */
+  transfers?: Partial<TransferLimits>;
+  /** Addresses the overall cap never turns away: the unit this recovery's DHCP answers. */
+  priorityPeers?: readonly string[];
 }
 
 export interface RecoveryHttp {
@@ -44,42 +59,46 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
   const log = options.log.child({ subsystem: "http" });
   const app = Fastify({ logger: false, bodyLimit: reportBodyLimit, return503OnClosing: true });
   let bytesServed = 0;
+  const gate = new TransferGate({ ...defaultTransferLimits, ...options.transfers });
 
-  // Unit-side clients (busybox wget) label their JSON bodies as form data or
-  // plain text; the report routes parse any of them as JSON.
-  app.addContentTypeParser(
-    ["application/x-www-form-urlencoded", "text/plain"],
-    { parseAs: "string" },
-    app.getDefaultJsonParser("error", "error"),
-  );
+  // The Content-Type says nothing here, and fastify would refuse an empty
+  // or malformed one (415) before any parser ran: it is dropped, and every
+  // body goes to the one parser below.
+  app.addHook("onRequest", (request, _reply, done) => {
+    delete request.raw.headers["content-type"];
+    done();
+  });
+  // fastify's own JSON parser (it refuses __proto__ and constructor keys);
+  // its errors carry status 400 and become RTR7_ERR_HTTP_REQUEST.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, (request, body, done) => {
+    const text = String(body);
+    if (text.trim() === "") {
+      done(null, undefined);
+      return;
+    }
+    void parseJson(request, text, done);
+  });
 
+  const errorOptions = { log };
   const expected = Buffer.from(`Bearer ${options.token}`);
   const requireToken = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const given = Buffer.from(request.headers.authorization ?? "");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      log.warn(
-        { peer: request.ip, event: "report-rejected", url: request.url },
-        "report with a wrong or missing token",
+      await replyWithError(
+        request,
+        reply,
+        new Rtr7Error(
+          "RTR7_ERR_REPORT_TOKEN",
+          `${requestLine(request)}: wrong or missing session token (Authorization: Bearer <rtr7.token>)`,
+        ),
+        errorOptions,
       );
-      await reply.code(403).send({
-        error: "forbidden",
-        message: "wrong or missing session token (Authorization: Bearer <rtr7.token>)",
-      });
     }
   };
 
-  app.setNotFoundHandler((request, reply) => {
-    log.debug({ peer: request.ip, url: request.url }, "not found");
-    void reply.code(404).send({ error: "not found", message: `no such file: ${request.url}` });
-  });
-  app.setErrorHandler((error: { statusCode?: number; message: string }, request, reply) => {
-    const status =
-      error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    log.warn({ peer: request.ip, url: request.url, status }, `request failed: ${error.message}`);
-    void reply
-      .code(status)
-      .send({ error: status === 500 ? "internal error" : "bad request", message: error.message });
-  });
+  installErrorHandlers(app, errorOptions);
 
   for (const name of options.files.names()) {
     const file = options.files.get(name) as ServedFile;
@@ -103,7 +122,15 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
   );
   app.post<{ Body: SuccessReport | undefined }>(
     "/success",
-    { onRequest: requireToken, schema: { body: successReportSchema } },
+    {
+      onRequest: requireToken,
+      // No body is an empty report: the schema then checks `{}`.
+      preValidation: (request, _reply, done) => {
+        request.body ??= {};
+        done();
+      },
+      schema: { body: successReportSchema },
+    },
     (request, reply) => {
       reply.raw.once("finish", () => options.onSuccess?.(request.body ?? {}, request.ip));
       return reply.send({ ok: true });
@@ -160,22 +187,38 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
       return reply.send(file.open(range));
     }
     const diskPath = file.diskPath;
+    const admission = gate.admit(peer, options.priorityPeers?.includes(peer) === true);
+    if (!admission.admitted) {
+      const retryAfterSeconds = Math.ceil(gate.limits.idleMs / 1000);
+      void reply.header("retry-after", retryAfterSeconds).header("connection", "close");
+      return replyWithError(
+        request,
+        reply,
+        new Rtr7Error("RTR7_ERR_HTTP_BUSY", `${requestLine(request)}: not now: ${admission.reason}`),
+        errorOptions,
+      );
+    }
     void reply.hijack();
     reply.raw.writeHead(reply.statusCode, reply.getHeaders() as Record<string, string | number | string[]>);
-    sendFileRange(reply.raw, diskPath, range?.start ?? 0, range?.end ?? file.size - 1).then(
-      (bytes) => {
-        if (bytes === length) sent();
-        else
-          log.info(
-            { peer, file: file.name, bytes },
-            `${file.name}: the client went away after ${formatBytes(bytes)}`,
-          );
-      },
-      (error: Error) => {
-        log.warn({ peer, file: file.name, err: error }, `sending ${file.name} failed`);
-        reply.raw.destroy(error);
-      },
-    );
+    sendFileRange(reply.raw, diskPath, range?.start ?? 0, range?.end ?? file.size - 1, {
+      pool: gate.pool,
+      idleMs: gate.limits.idleMs,
+    })
+      .finally(admission.release)
+      .then(
+        (bytes) => {
+          if (bytes === length) sent();
+          else
+            log.info(
+              { peer, file: file.name, bytes },
+              `${file.name}: the client went away after ${formatBytes(bytes)}`,
+            );
+        },
+        (error: Error) => {
+          log.warn({ peer, file: file.name, err: error }, `sending ${file.name} failed`);
+          reply.raw.destroy(error);
+        },
+      );
     return reply;
   }
 

@@ -1,15 +1,21 @@
 // Pushing a 256 MiB image into a process-mode unit's inactive slot
-// (UpdateClient.push over a veth pair, the unit hashing and fsyncing what it
+// (the unit target's streamTo over a veth pair, the unit hashing and fsyncing what it
 // writes) against `dd bs=1M conv=fsync` copying the same file on the same
 // file system, alternated in one run, once with SHA-256 and once with
 // CRC-32. The client runs inside the workstation namespace through the
 // test driver; its time is the push's own (connect to confirmed hash).
 // The same pushes are also compared with curl -T as the client (the wall
-// time of `ip netns exec curl`), which shows the client's own share. Never
-// asserts on time. Needs root, curl and the image tools.
+// time of `ip netns exec curl`), which shows the client's own share. The
+// unit reads every upload back past the page cache before it replies
+// (lib/disk/verified-writer.ts); what that costs is shown by the writer on
+// its own, the same image from a file onto a slot-sized file, with and
+// without the read-back, against the same dd. Never asserts on time. Needs
+// root, curl and the image tools.
 import { randomBytes } from "node:crypto";
-import { open } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { open, truncate, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { writeVerified } from "../../lib/disk/verified-writer.js";
 import { missingPrerequisite } from "../../lab/processes.js";
 import { startLabUnitPair } from "../helpers/lab-unit-pair.js";
 import { repoPath } from "../helpers/paths.js";
@@ -30,6 +36,26 @@ async function writeRandomFile(file: string, bytes: number): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** The unit's writer alone: `image` onto `slot` (SHA-256), with or without the read-back. */
+function verifiedWrite(image: string, slot: string, readBack: boolean) {
+  return async (): Promise<number> => {
+    const started = performance.now();
+    await writeVerified({
+      path: slot,
+      name: "bench slot",
+      source: createReadStream(image, { highWaterMark: 1024 * 1024 }),
+      algorithm: "sha256",
+      readBack,
+      errors: {
+        tooLarge: "RTR7_ERR_IMAGE_TOO_LARGE",
+        io: "RTR7_ERR_UPDATE_WRITE",
+        verify: "RTR7_ERR_UPDATE_VERIFY",
+      },
+    });
+    return performance.now() - started;
+  };
 }
 
 async function main(): Promise<void> {
@@ -140,6 +166,30 @@ async function main(): Promise<void> {
       "Image push into a process-mode unit's slot (veth) vs dd conv=fsync on the same file system",
       "dd",
       results,
+      sizeMiB * 1024 * 1024,
+    );
+
+    const slot = path.join(dir, "writer-slot.img");
+    await writeFile(slot, "");
+    await truncate(slot, (sizeMiB + 16) * 1024 * 1024);
+    const writer = [
+      await compare(
+        `write ${sizeMiB} MiB, read back`,
+        { name: "rtr7", run: verifiedWrite(image, slot, true) },
+        { name: "dd", run: dd },
+        rounds,
+      ),
+      await compare(
+        `write ${sizeMiB} MiB, no read-back`,
+        { name: "rtr7", run: verifiedWrite(image, slot, false) },
+        { name: "dd", run: dd },
+        rounds,
+      ),
+    ];
+    printComparisons(
+      "The unit's verified writer alone (file to slot file, SHA-256) vs dd conv=fsync: what the read-back costs",
+      "dd",
+      writer,
       sizeMiB * 1024 * 1024,
     );
   } finally {

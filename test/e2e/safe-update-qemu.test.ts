@@ -141,6 +141,8 @@ describe("safe-update and recover.bash with a QEMU unit", { skip, timeout: 25 * 
     await unit.waitForLine(/rtr7 init: up/, bootTimeoutMs);
     await waitForVersion("v2", 60_000);
     await ns.exec("curl", [
+      "-u",
+      `gokrazy:${password}`,
       "-sS",
       "--max-time",
       "20",

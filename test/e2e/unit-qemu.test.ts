@@ -107,7 +107,10 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
     assert.equal(report?.first_error, "", JSON.stringify(report));
 
     const backup = path.join(work, "backup.tar.gz");
-    assert.equal((await curl(["-o", backup, `http://${unitAddress}:8077/backup.tar.gz`])).status, 200);
+    const backupUrl = `http://${unitAddress}:8077/backup.tar.gz`;
+    // backupd serves /perm (the password file included) only with the update API's credentials.
+    assert.equal((await curl(["-o", backup, backupUrl])).status, 401);
+    assert.equal((await curl(["-u", `gokrazy:${password}`, "-o", backup, backupUrl])).status, 200);
     const extracted = path.join(work, "extracted");
     await mkdir(extracted);
     await run("tar", ["xzf", backup, "-C", extracted]);

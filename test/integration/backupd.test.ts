@@ -5,8 +5,11 @@
 // kept); a 256 MiB file streams through without the process growing by its
 // size; a file that shrinks while a slow client downloads cuts the download
 // so that curl and tar both report it; and the service serves again
-// afterwards. Also measures the throughput next to `tar czf` of the same
-// tree (printed, not asserted). Needs root, curl and GNU tar.
+// afterwards. Every download sends the update API's credentials (user
+// gokrazy, the password in /perm/gokr-pw.txt); without them, or with wrong
+// ones, backupd answers 401 and curl receives no byte of the archive. Also
+// measures the throughput next to `tar czf` of the same tree (printed, not
+// asserted). Needs root, curl and GNU tar.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -32,6 +35,9 @@ import { repoPath } from "../helpers/paths.js";
 import { scratchDir } from "../helpers/scratch.js";
 
 const url = "http://127.0.0.1:8077/backup.tar.gz";
+/** The unit's password, as writeTree puts it in /perm/gokr-pw.txt. */
+const password = "secret";
+const credentials = ["-u", `gokrazy:${password}`];
 const mebibyte = 1024 * 1024;
 
 interface Exit {
@@ -150,10 +156,47 @@ test(
     });
     await backupd.waitForLine(/backupd listening/, 15_000);
 
+    await t.test("without the update API's credentials: 401 and not one byte of the archive", async () => {
+      for (const [name, given] of [
+        ["no credentials", []],
+        ["a wrong password", ["-u", "gokrazy:wrong"]],
+        ["a wrong user", ["-u", `root:${password}`]],
+      ] as const) {
+        const download = path.join(work, "refused.out");
+        const { stdout } = await unit.exec("curl", [
+          ...given,
+          "-sS",
+          "--max-time",
+          "60",
+          "-o",
+          download,
+          "-w",
+          "%{http_code} %{content_type}",
+          url,
+        ]);
+        assert.equal(stdout, "401 application/json", name);
+        const body = await readFile(download);
+        assert.ok(!body.includes(Buffer.from([0x1f, 0x8b])), `${name}: gzip bytes in the 401 reply`);
+        assert.ok(!body.includes(Buffer.from(password)), `${name}: the password is in the 401 reply`);
+        assert.equal((JSON.parse(body.toString()) as { code: string }).code, "RTR7_ERR_UPDATE_AUTH", name);
+      }
+    });
+
     await t.test("the archive unpacks to /perm minus nobackup, srv and non-regular files", async () => {
       const download = path.join(work, "backup.tar.gz");
       const headers = path.join(work, "headers.txt");
-      await unit.exec("curl", ["-sS", "-f", "--max-time", "60", "-D", headers, "-o", download, url]);
+      await unit.exec("curl", [
+        ...credentials,
+        "-sS",
+        "-f",
+        "--max-time",
+        "60",
+        "-D",
+        headers,
+        "-o",
+        download,
+        url,
+      ]);
       const today = new Date().toISOString().slice(0, 10);
       assert.match(
         await readFile(headers, "utf8"),
@@ -187,6 +230,7 @@ test(
       await truncate(big, 256 * mebibyte);
       const before = await peakRssBytes(backupd.pid);
       const { stdout } = await unit.exec("curl", [
+        ...credentials,
         "-sS",
         "-f",
         "--max-time",
@@ -212,6 +256,7 @@ test(
       const descriptors = async (): Promise<number> => (await readdir(`/proc/${backupd.pid}/fd`)).length;
       const openBefore = await descriptors();
       const gone = await exitOf(unit, "curl", [
+        ...credentials,
         "-sS",
         "--limit-rate",
         "1M",
@@ -235,6 +280,7 @@ test(
       const download = path.join(work, "cut.tar.gz");
       const before = await peakRssBytes(backupd.pid);
       const client = unit.start("curl", [
+        ...credentials,
         "-sS",
         "--limit-rate",
         "2M",
@@ -268,7 +314,7 @@ test(
 
     await t.test("the service still serves afterwards", async () => {
       const download = path.join(work, "again.tar.gz");
-      await unit.exec("curl", ["-sS", "-f", "--max-time", "60", "-o", download, url]);
+      await unit.exec("curl", [...credentials, "-sS", "-f", "--max-time", "60", "-o", download, url]);
       const { stdout } = await run("tar", ["tzf", download]);
       assert.ok(stdout.split("\n").includes("gokr-pw.txt"));
     });
@@ -288,7 +334,15 @@ test(
         return `${label} ${seconds.toFixed(2)} s (${(bytes / mebibyte / seconds).toFixed(0)} MiB/s)`;
       };
       const results = [
-        await timed("backupd (gzip -1) via curl:", ["curl", "-sS", "-f", "-o", "/dev/null", url]),
+        await timed("backupd (gzip -1) via curl:", [
+          "curl",
+          ...credentials,
+          "-sS",
+          "-f",
+          "-o",
+          "/dev/null",
+          url,
+        ]),
         // Through a pipe: GNU tar reads no file data at all when the archive is /dev/null.
         await timed("tar czf (gzip -6):", ["sh", "-c", `tar czf - -C ${perm} . | wc -c`]),
         await timed("tar | gzip -1:", ["sh", "-c", `tar cf - -C ${perm} . | gzip -1 | wc -c`]),

@@ -185,7 +185,7 @@ describe("rtr7 lab unit: update API, try-boot and supervisor in process mode", {
     const authorization = Buffer.from(`gokrazy:${password}`).toString("base64");
     const script = `
       const socket = require("node:net").connect(80, "${unitAddress}", () => {
-        socket.write("PUT /update/root HTTP/1.1\\r\\nHost: unit\\r\\nAuthorization: Basic ${authorization}\\r\\n" +
+        socket.write("PUT /update/root HTTP/1.1\\r\\nHost: ${unitAddress}\\r\\nAuthorization: Basic ${authorization}\\r\\n" +
           "Content-Type: application/octet-stream\\r\\nContent-Length: 50000000\\r\\n\\r\\n");
         socket.write(Buffer.alloc(1 << 20, 7));
         setTimeout(() => socket.destroy(), 500);
@@ -268,7 +268,13 @@ describe("rtr7 lab unit: update API, try-boot and supervisor in process mode", {
     } while ((crasher?.restarts ?? 0) < 2 && Date.now() < crasherDeadline);
     assert.ok((crasher?.restarts ?? 0) >= 2, `crasher restarted: ${JSON.stringify(crasher)}`);
     assert.equal((await api("GET", "/update/features")).status, 200);
-    const backup = await curl(["-o", "/dev/null", `http://${unitAddress}:8077/backup.tar.gz`]);
+    const backup = await curl([
+      "-u",
+      `gokrazy:${password}`,
+      "-o",
+      "/dev/null",
+      `http://${unitAddress}:8077/backup.tar.gz`,
+    ]);
     assert.equal(backup.status, 200);
     assert.match(
       (await curl([`http://${unitAddress}:7733/metrics`])).body,

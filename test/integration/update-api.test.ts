@@ -33,6 +33,13 @@ import {
 
 const tools = ["curl", "mksquashfs", "mkfs.fat", "mcopy", "mtype", "gzip"];
 
+/** An error reply's JSON body ({code, message, hint}) as one line: "CODE: message". */
+function errorLine(body: string): string {
+  const parsed = JSON.parse(body) as { code: string; message: string; hint: string };
+  assert.equal(typeof parsed.hint, "string", `no hint in ${body}`);
+  return `${parsed.code}: ${parsed.message}`;
+}
+
 interface Images {
   /** Real squashfs images of about 3 MiB each. */
   running: string;
@@ -148,6 +155,11 @@ test("GET /update/features answers gokrazy's feature list as text, and as JSON w
   ]);
   assert.equal(json.status, 200);
   assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,", EEPROM: null });
+  // gokrazy's updater refuses any other Content-Type for JSON (it wants this exact value).
+  assert.equal(json.headers["content-type"], "application/json");
+  const status = await unit.curl([...unit.auth, "-H", "Accept: application/json", `${unit.baseUrl}/`]);
+  assert.equal(status.status, 200);
+  assert.equal(status.headers["content-type"], "application/json");
 });
 
 test("PUT /update/root writes the inactive slot and replies its SHA-256, or CRC-32 when asked", async (t) => {
@@ -209,7 +221,7 @@ test("uploads refuse more bytes than the slot holds, before writing any", async 
   await truncate(tooLarge, 65 * MiB);
   const reply = await unit.curl([...unit.auth, "-T", tooLarge, `${unit.baseUrl}/update/root`]);
   assert.equal(reply.status, 413);
-  assert.match(reply.body, /^RTR7_ERR_UPDATE_WRITE: .*67108864/);
+  assert.match(errorLine(reply.body), /^RTR7_ERR_IMAGE_TOO_LARGE: .*67108864/);
   assert.equal(await sha256File(unit.paths.roots.b), before);
   assert.equal(await unit.slotState("b"), undefined);
   await unit.assertStillServing();
@@ -223,7 +235,7 @@ test("uploads and boot actions answer 400 to the wrong method", async (t) => {
     for (const method of ["GET", "POST"]) {
       const reply = await unit.curl([...unit.auth, "-X", method, `${unit.baseUrl}${url}`]);
       assert.equal(reply.status, 400, `${method} ${url}`);
-      assert.match(reply.body, /^RTR7_ERR_UPDATE_REQUEST: .*expected a PUT request/);
+      assert.match(errorLine(reply.body), /^RTR7_ERR_UPDATE_REQUEST: .*expected a PUT request/);
       assert.equal(reply.headers.allow, "PUT");
       await unit.assertStillServing();
     }
@@ -251,7 +263,7 @@ test("without the right credentials every route answers 401 and nothing is read 
     const upload = await unit.curl([...credentials, "-T", images.first, `${unit.baseUrl}/update/root`]);
     assert.equal(upload.status, 401, name);
     assert.equal(upload.headers["www-authenticate"], 'Basic realm="gokrazy"');
-    assert.match(upload.body, /^RTR7_ERR_UPDATE_AUTH: /);
+    assert.match(errorLine(upload.body), /^RTR7_ERR_UPDATE_AUTH: /);
     assert.equal(upload.uploaded, 0, `${name}: curl was never invited to send the body`);
     for (const url of ["/", "/update/features", "/update/switch"]) {
       const reply = await unit.curl([
@@ -288,7 +300,7 @@ test("a second update while an upload is in flight gets 409 at once; the first s
   const second = await unit.curl([...unit.auth, "-T", images.second, `${unit.baseUrl}/update/root`]);
   assert.equal(second.status, 409);
   assert.match(
-    second.body,
+    errorLine(second.body),
     /^RTR7_ERR_UPDATE_BUSY: PUT \/update\/root: refused, PUT \/update\/root is in progress/,
   );
   assert.equal(second.uploaded, 0, "the second body was never invited");
@@ -344,7 +356,7 @@ test("an upload that ends early leaves the slot invalid and unbootable until a c
   for (const url of ["/update/switch", "/update/testboot"]) {
     const refused = await unit.curl([...unit.auth, "-X", "POST", `${unit.baseUrl}${url}`]);
     assert.equal(refused.status, 409, url);
-    assert.match(refused.body, /^RTR7_ERR_SLOT_INVALID: slot b .* is not bootable: upload failed/);
+    assert.match(errorLine(refused.body), /^RTR7_ERR_SLOT_INVALID: slot b .* is not bootable: upload failed/);
     await unit.assertStillServing();
   }
   assert.deepEqual(unit.boot.calls, [], "neither switchTo nor testboot was called");
@@ -372,8 +384,8 @@ test("switch and testboot refuse a slot without a squashfs image", async (t) => 
       `${unit.baseUrl}${url}`,
     ]);
     assert.equal(refused.status, 409);
-    const body = JSON.parse(refused.body) as { error: string; message: string; hint: string };
-    assert.equal(body.error, "RTR7_ERR_SLOT_INVALID");
+    const body = JSON.parse(refused.body) as { code: string; message: string; hint: string };
+    assert.equal(body.code, "RTR7_ERR_SLOT_INVALID");
     assert.match(body.message, /does not start with a squashfs superblock/);
     assert.match(body.hint, /PUT \/update\/root/);
   }
@@ -419,7 +431,7 @@ test("while the running slot is on trial, PUT /update/root is refused and the fa
   const refused = await unit.curl([...unit.auth, "-T", images.first, `${unit.baseUrl}/update/root`]);
   assert.equal(refused.status, 409);
   assert.match(
-    refused.body,
+    errorLine(refused.body),
     /^RTR7_ERR_UPDATE_BUSY: PUT \/update\/root: the unit runs slot b on trial; commit it or reboot into the committed slot before uploading: the other slot \(a\) is the fallback/,
   );
   assert.equal(await sha256File(unit.paths.roots.a), fallback);
@@ -439,7 +451,7 @@ test("POST /reboot replies, then reboots with kexec unless kexec=off; bad forms 
   const { unit } = setup;
   const bad = await unit.curl([...unit.auth, "-d", "kexec=maybe", `${unit.baseUrl}/reboot`]);
   assert.equal(bad.status, 400);
-  assert.match(bad.body, /kexec="maybe"/);
+  assert.match(errorLine(bad.body), /^RTR7_ERR_UPDATE_REQUEST: POST \/reboot: kexec="maybe"/);
   const badWait = await unit.curl([...unit.auth, "-d", "wait_per_signal=soon", `${unit.baseUrl}/reboot`]);
   assert.equal(badWait.status, 400);
   assert.deepEqual(unit.boot.calls, []);
@@ -553,7 +565,7 @@ test("PUT /update/mbr writes bytes 0..439 only; the partition table is never wri
   const tooLong = await unit.curl([...unit.auth, "-T", upload, `${unit.baseUrl}/update/mbr`]);
   assert.equal(tooLong.status, 400);
   assert.match(
-    tooLong.body,
+    errorLine(tooLong.body),
     /^RTR7_ERR_UPDATE_REQUEST: PUT \/update\/mbr: the upload is 600 bytes or more, want at most 512 \(one sector; only bytes 0\.\.439, the boot code, are written: 440\.\.511 hold the disk identifier and the partition table, which updates never write\)/,
   );
   assert.ok((await readFile(unit.paths.mbr)).equals(afterSector), "a refused upload wrote nothing");

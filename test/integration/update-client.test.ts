@@ -1,12 +1,15 @@
-// UpdateClient against a real process-mode unit (`rtr7 lab unit`) in a
-// network namespace, called from a "workstation" namespace through a small
-// driver (update-client-driver.ts): features; root pushed with SHA-256 and
-// with CRC-32, each confirmed hash equal to the local file's and the slot
-// holding those bytes; a wrong password refused as RTR7_ERR_UPDATE_AUTH;
-// health() with the unit's report, and undefined for a closed port; a
-// backup GNU tar can list; testboot + reboot, then commit, seen in health;
-// a busy unit refused at once or waited for; and a push whose link is cut mid-way failing as RTR7_ERR_UNIT_UNREACHABLE
-// after the idle timeout instead of hanging.
+// The unit target (openUnit) against a real process-mode unit (`rtr7 lab
+// unit`) in a network namespace, called from a "workstation" namespace
+// through a small driver (update-client-driver.ts): features; root pushed
+// with SHA-256 and with CRC-32, each confirmed hash equal to the local
+// file's and the slot holding those bytes; a wrong password refused as
+// RTR7_ERR_UPDATE_AUTH; health() with the unit's report, and undefined for
+// a closed port; a backup GNU tar can list; testboot + reboot, then commit,
+// seen in health; a busy unit refused at once or waited for; and a push
+// whose link is cut mid-way failing as RTR7_ERR_UNIT_UNREACHABLE after the
+// idle timeout instead of hanging. Every failure is checked for the secret
+// it was given (the real password, or a distinctive wrong one): not in the
+// message, not in any cause, not in the driver's log.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, writeFile } from "node:fs/promises";
@@ -41,9 +44,19 @@ interface Outcome {
   code?: string;
   message?: string;
   details?: unknown;
+  causes?: unknown[];
+  log?: string;
 }
 
-describe("UpdateClient against a process-mode unit", { skip }, () => {
+/** The whole outcome (message, causes with their stacks, the log) holds neither the secret nor its header. */
+function assertNoSecret(outcome: Outcome, secret: string): void {
+  const text = JSON.stringify(outcome);
+  const header = Buffer.from(`gokrazy:${secret}`).toString("base64");
+  assert.ok(!text.includes(secret), `the password leaked: ${text}`);
+  assert.ok(!text.includes(header), `the Authorization header leaked: ${text}`);
+}
+
+describe("the unit target against a process-mode unit", { skip }, () => {
   let pair: LabUnitPair | undefined;
   let unitNs: Netns;
   let workstation: Netns;
@@ -156,21 +169,40 @@ describe("UpdateClient against a process-mode unit", { skip }, () => {
     assert.ok((await slotPrefix("b", size)).equals(local), "slot b holds the pushed image");
   });
 
-  test("a wrong password is RTR7_ERR_UPDATE_AUTH and writes nothing", async (t) => {
+  test("a wrong password is RTR7_ERR_UPDATE_AUTH, writes nothing, and is never shown", async (t) => {
     const before = await slotPrefix("b", 1 << 20);
+    const wrong = `wrong-${randomBytes(12).toString("hex")}`;
     const refused = await call({
       op: "push",
       target: "root",
       file: path.join(v1, "root.img"),
       hash: "sha256",
-      password: "wrong",
+      password: wrong,
     });
     assert.equal(refused.code, "RTR7_ERR_UPDATE_AUTH", refused.message);
     t.diagnostic(`${refused.code}: ${refused.message}`);
     assert.match(refused.message ?? "", /HTTP 401/);
-    assert.ok(!(refused.message ?? "").includes(password), "the message holds no password");
-    assert.equal((await call({ op: "commit", password: "wrong" })).code, "RTR7_ERR_UPDATE_AUTH");
+    assert.ok(
+      (refused.causes ?? []).length >= 1 && refused.log !== undefined,
+      "causes and log were captured",
+    );
+    assertNoSecret(refused, wrong);
+    assertNoSecret(refused, password);
+    const commit = await call({ op: "commit", password: wrong });
+    assert.equal(commit.code, "RTR7_ERR_UPDATE_AUTH");
+    assertNoSecret(commit, wrong);
     assert.ok((await slotPrefix("b", 1 << 20)).equals(before));
+  });
+
+  test("the real password is never shown when a call fails: a closed port, a refused request", async () => {
+    const closed = await call({ op: "commit", endpoint: { host: unitAddress, port: 81 } });
+    assert.equal(closed.code, "RTR7_ERR_UNIT_UNREACHABLE", closed.message);
+    assertNoSecret(closed, password);
+    // Not a PUT target: the unit refuses it, with the right password.
+    const refused = await call({ op: "push", target: "nosuch", file: path.join(v1, "mbr.img") });
+    assert.equal(refused.ok, false);
+    assert.ok(refused.code?.startsWith("RTR7_ERR_"), refused.message);
+    assertNoSecret(refused, password);
   });
 
   test("health: the unit's report; undefined for a closed port", async () => {
@@ -186,7 +218,7 @@ describe("UpdateClient against a process-mode unit", { skip }, () => {
     assert.equal(closed, null);
   });
 
-  test("downloadBackup: a checked archive GNU tar lists, with /perm's files", async () => {
+  test("backup: a checked archive GNU tar lists, with /perm's files", async () => {
     const destination = path.join(dir, "workstation", "backup.tar.gz");
     await mkdir(path.dirname(destination), { recursive: true });
     const result = await ok<{ bytes: number; progressCalls: number }>({ op: "backup", destination });
@@ -229,10 +261,12 @@ describe("UpdateClient against a process-mode unit", { skip }, () => {
     const refused = await call({ op: "push", target: "mbr", file: path.join(v2, "mbr.img"), busyRetryMs: 0 });
     assert.equal(refused.code, "RTR7_ERR_UPDATE_BUSY", refused.message);
     assert.equal((refused.details as { lastProgress: number }).lastProgress, 0, "no byte was sent");
+    assertNoSecret(refused, password);
     const waited = await ok<{ hash: string }>({
       op: "push",
       target: "mbr",
       file: path.join(v2, "mbr.img"),
+      hash: "sha256",
       busyRetryMs: 60_000,
     });
     assert.equal(waited.hash, (await sha256OfFile(path.join(v2, "mbr.img"))).sha256);
@@ -261,5 +295,6 @@ describe("UpdateClient against a process-mode unit", { skip }, () => {
     assert.ok(details.lastProgress < 64 * 1024 * 1024, "the upload did not finish");
     assert.match(outcome.message ?? "", /10\.92\.0\.2:80/);
     assert.match(outcome.message ?? "", /no progress/);
+    assertNoSecret(outcome, password);
   });
 });

@@ -1,8 +1,10 @@
 // backupd's archive read back in-process with tar-stream: entries in sorted
 // order, directories before their contents and named with a slash, skipped
 // directories and file types, modes (also 000) and mtimes kept; a file that
-// changes size while read fails the stream; and the HTTP reply's headers
-// through fastify's inject().
+// changes size while read fails the stream; the HTTP reply's headers
+// through fastify's inject(); and the archive served only with the update
+// API's credentials, since it holds the password file that lets anyone who
+// has it push an image to the unit (defect 1 of issue 10).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -10,7 +12,9 @@ import { chmod, mkdir, symlink, truncate, utimes, writeFile } from "node:fs/prom
 import path from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { pino } from "pino";
 import { extract as tarExtract } from "tar-stream";
+import { errorCatalogue } from "../../lib/errors.js";
 import { silentLogger } from "../../lib/log.js";
 import { createArchive } from "../../router/backupd/archive.js";
 import { backupFileName, buildBackupdApp } from "../../router/backupd/server.js";
@@ -82,6 +86,9 @@ test("the archive fails, not ends, when a file shrinks while it is read", async 
   await assert.rejects(drained, /it shrank/);
 });
 
+const password = "backupd-unit-test-secret";
+const authorization = `Basic ${Buffer.from(`gokrazy:${password}`).toString("base64")}`;
+
 test("GET /backup.tar.gz names the file after the hostname and date", async (t) => {
   const dir = await scratchDir(t, "backupd-unit");
   await mkdir(path.join(dir, "perm"));
@@ -90,9 +97,14 @@ test("GET /backup.tar.gz names the file after the hostname and date", async (t) 
     hostname: "router 7",
     paths: { perm: path.join(dir, "perm") },
   } as unknown as ServiceConfig;
-  const app = buildBackupdApp({ config, log: silentLogger(), now: () => new Date("2026-03-04T05:06:07Z") });
+  const app = buildBackupdApp({
+    config,
+    log: silentLogger(),
+    password,
+    now: () => new Date("2026-03-04T05:06:07Z"),
+  });
   t.after(() => app.close());
-  const response = await app.inject({ url: "/backup.tar.gz" });
+  const response = await app.inject({ url: "/backup.tar.gz", headers: { authorization } });
   assert.equal(response.statusCode, 200);
   assert.equal(response.headers["content-type"], "application/gzip");
   assert.equal(
@@ -105,4 +117,72 @@ test("GET /backup.tar.gz names the file after the hostname and date", async (t) 
     ["file"],
   );
   assert.equal(backupFileName("", new Date(0)), "backup-unit-1970-01-01.tar.gz");
+});
+
+test("without the update API's credentials backupd answers 401 and sends no byte of the archive", async (t) => {
+  const dir = await scratchDir(t, "backupd-unit");
+  const perm = path.join(dir, "perm");
+  await mkdir(perm);
+  await writeFile(path.join(perm, "gokr-pw.txt"), `${password}\n`);
+  await writeFile(path.join(perm, "interfaces.json"), "{}");
+  const config = { hostname: "unit", paths: { perm } } as unknown as ServiceConfig;
+  const lines: string[] = [];
+  const log = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
+  const app = buildBackupdApp({ config, log, password });
+  t.after(() => app.close());
+  const basic = (credentials: string): string => `Basic ${Buffer.from(credentials).toString("base64")}`;
+  for (const [name, headers] of [
+    ["no credentials", {}],
+    ["a wrong password", { authorization: basic("gokrazy:wrong") }],
+    ["a wrong user", { authorization: basic(`root:${password}`) }],
+    ["a bearer token", { authorization: `Bearer ${password}` }],
+  ] as const) {
+    const response = await app.inject({ url: "/backup.tar.gz", headers });
+    assert.equal(response.statusCode, 401, name);
+    assert.equal(response.headers["www-authenticate"], 'Basic realm="gokrazy"', name);
+    assert.equal(response.headers["content-type"], "application/json", name);
+    assert.equal(response.headers["content-disposition"], undefined, name);
+    const body = response.json<{ code: string; message: string; hint: string }>();
+    assert.equal(body.code, "RTR7_ERR_UPDATE_AUTH", name);
+    assert.equal(body.hint, errorCatalogue.RTR7_ERR_UPDATE_AUTH.hint, name);
+    assert.match(body.message, /^GET \/backup\.tar\.gz: /, name);
+    assert.ok(!response.rawPayload.includes(Buffer.from([0x1f, 0x8b])), `${name}: gzip bytes in the reply`);
+    assert.ok(!response.body.includes(password), `${name}: the password is in the reply`);
+  }
+  // Wrong passwords are summed up per address (router/http-guard/login-limiter.ts):
+  // the first is one line, the rest wait for the window's summary.
+  assert.equal(
+    lines.filter((line) => line.includes('"event":"login-failed"')).length,
+    1,
+    "the refusals are logged once",
+  );
+  assert.ok(
+    !lines.some((line) => line.includes("backup-start")),
+    "no archive was begun for a refused request",
+  );
+  assert.ok(!lines.some((line) => line.includes(password)), "the password reached the log");
+
+  const allowed = await app.inject({ url: "/backup.tar.gz", headers: { authorization } });
+  assert.equal(allowed.statusCode, 200);
+  const entries = await readArchive(Readable.from([allowed.rawPayload]));
+  assert.deepEqual(
+    entries.map((entry) => entry.name),
+    ["gokr-pw.txt", "interfaces.json"],
+    "the backup still holds the password file, so a recovery restores the unit's identity",
+  );
+  assert.equal(entries[0]?.data, `${password}\n`);
+});
+
+test("backupd answers an unknown path in rtr7's error shape (after the credentials)", async (t) => {
+  const dir = await scratchDir(t, "backupd-unit");
+  const config = { hostname: "unit", paths: { perm: dir } } as unknown as ServiceConfig;
+  const app = buildBackupdApp({ config, log: silentLogger(), password });
+  t.after(() => app.close());
+  const missing = await app.inject({ url: "/perm/gokr-pw.txt", headers: { authorization } });
+  assert.equal(missing.statusCode, 404);
+  assert.equal(missing.headers["content-type"], "application/json");
+  const body = missing.json<{ code: string; message: string; hint: string }>();
+  assert.deepEqual(Object.keys(body).sort(), ["code", "hint", "message"]);
+  assert.equal(body.code, "RTR7_ERR_HTTP_NOT_FOUND");
+  assert.equal((await app.inject({ url: "/perm/gokr-pw.txt" })).statusCode, 401);
 });

@@ -254,3 +254,29 @@ test("diagd's HTTP side: /health.json, the escaped page and /metrics at each scr
   assert.match(second, /^rtr7_updates_total 2$/m);
   assert.match(second, /^rtr7_supervisor_restarts_total\{service="mdns"\} 4$/m);
 });
+
+test("diagd answers errors in rtr7's shape: an unknown path 404, a failing scrape 500", async (t) => {
+  const config = await unitConfig(await scratchDir(t, "diagd-unit"));
+  const system = new FakeSystem();
+  const app = buildDiagdApp({ config, log: silentLogger(), system });
+  t.after(() => app.close());
+
+  const missing = await app.inject({ url: "/health" });
+  assert.equal(missing.statusCode, 404);
+  assert.equal(missing.headers["content-type"], "application/json");
+  const notFound = missing.json<{ code: string; message: string; hint: string }>();
+  assert.deepEqual(Object.keys(notFound).sort(), ["code", "hint", "message"]);
+  assert.equal(notFound.code, "RTR7_ERR_HTTP_NOT_FOUND");
+  assert.match(notFound.message, /^GET \/health: /);
+  assert.match(notFound.hint, /\/health\.json/);
+
+  system.statistic = () => {
+    throw new Error("sysfs went away");
+  };
+  const failed = await app.inject({ url: "/metrics" });
+  assert.equal(failed.statusCode, 500);
+  assert.equal(failed.headers["content-type"], "application/json");
+  const internal = failed.json<{ code: string; message: string; hint: string }>();
+  assert.equal(internal.code, "RTR7_ERR_INTERNAL");
+  assert.match(internal.message, /^GET \/metrics: .*sysfs went away/);
+});

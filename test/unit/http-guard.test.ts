@@ -38,10 +38,10 @@ async function guardedApp(allowSources: string[] = []) {
     hostNames: () => new Set(["router7", "router7.local", "10.0.0.1", "127.0.0.1", "localhost", "::1"]),
     log,
   });
-  app.get("/", async () => "<html>status</html>");
-  app.post("/update/commit", async () => {
+  app.get("/", () => Promise.resolve("<html>status</html>"));
+  app.post("/update/commit", () => {
     state.commits += 1;
-    return "committed";
+    return Promise.resolve("committed");
   });
   await app.ready();
   return { app, state };

@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { isRtr7Error } from "../../lib/errors.js";
 import { parseCmdline } from "../../recovery-init/cmdline.js";
 import { recoveryCmdline } from "../../server/pxe/boot-files.js";
 
@@ -17,10 +18,12 @@ test("recovery-init reads back exactly what rtr7 recover put on the kernel comma
 test("a command line without the server, hostname or token is an error naming the key", () => {
   assert.throws(
     () => parseCmdline("console=ttyS0 rtr7.server=10.0.0.1 rtr7.hostname=x"),
-    /rtr7\.token= is missing/,
+    (error: unknown) =>
+      isRtr7Error(error, "RTR7_ERR_CMDLINE") && /rtr7\.token= is missing/.test(error.message),
   );
   assert.throws(
     () => parseCmdline("rtr7.server=10.0.0.1 rtr7.hostname=x rtr7.token=y rtr7.port=99999"),
-    /not a port/,
+    (error: unknown) =>
+      isRtr7Error(error, "RTR7_ERR_CMDLINE") && /rtr7\.port=99999 is not a port/.test(error.message),
   );
 });

@@ -1,16 +1,35 @@
 // The recovery server's HTTP side through fastify's inject(): images with
 // HEAD and Range, the manifest, 404 for anything else (the backup only when
-// one was given), and the token check on the unit's reports.
+// one was given), the token check on the unit's reports, errors in rtr7's
+// one shape with the catalogue's status, and a success report with no body
+// or a body of any Content-Type, as router7's recovery-init sends it (also
+// with real curl against a listening server).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { buildRecoveryHttp, type RecoveryHttpOptions } from "../../server/http/recovery-http.js";
 import { FileMap, fileFromBuffer } from "../../lib/served-files.js";
+import { errorCatalogue, type ErrorCode } from "../../lib/errors.js";
 import { silentLogger } from "../../lib/log.js";
 import type { FailureReport, ProgressReport, SuccessReport } from "../../lib/wire/report.js";
 
 const root = randomBytes(300_000);
 const token = "0123456789abcdef0123456789abcdef";
+
+/** Asserts an error reply: the catalogue's status for `code`, exact JSON type, {code, message, hint}. */
+function assertErrorReply(
+  response: { statusCode: number; headers: Record<string, unknown>; body: string },
+  code: ErrorCode,
+  what: string,
+): { code: string; message: string; hint: string } {
+  assert.equal(response.statusCode, errorCatalogue[code].status, `${what}: ${response.body}`);
+  assert.equal(response.headers["content-type"], "application/json", what);
+  const body = JSON.parse(response.body) as { code: string; message: string; hint: string };
+  assert.deepEqual(Object.keys(body).sort(), ["code", "hint", "message"], what);
+  assert.equal(body.code, code, what);
+  assert.ok(body.message.length > 0 && body.hint.length > 0, what);
+  return body;
+}
 
 function build(overrides: Partial<RecoveryHttpOptions> = {}) {
   const files = new FileMap([
@@ -79,6 +98,7 @@ test("anything but the images and the manifest is 404; the backup only exists wh
   ]) {
     const response = await app.inject({ method: "GET", url });
     assert.equal(response.statusCode, 404, url);
+    assertErrorReply(response, "RTR7_ERR_HTTP_NOT_FOUND", url);
   }
   const withBackup = buildRecoveryHttp({
     files: new FileMap([fileFromBuffer("backup.tar.gz", Buffer.from("x"))]),
@@ -123,6 +143,8 @@ test("reports need the session token: 403 without it or with a wrong one, and no
         payload: { step: "write", message: "x" },
       });
       assert.equal(response.statusCode, 403, `${url} with ${authorization}`);
+      const body = assertErrorReply(response, "RTR7_ERR_REPORT_TOKEN", `${url} with ${authorization}`);
+      assert.ok(!body.message.includes(token), "the token is in the reply");
     }
   }
   assert.deepEqual(seen, []);
@@ -201,9 +223,12 @@ test("malformed reports get 400 and reach no handler", async (t) => {
       payload: request.payload,
       headers: { ...request.headers, authorization },
     });
-    assert.ok(
-      [400, 413].includes(response.statusCode),
-      `${request.url} ${request.payload.slice(0, 30)}: ${response.statusCode}`,
+    const what = `${request.url} ${request.payload.slice(0, 30)}`;
+    assert.ok([400, 413].includes(response.statusCode), `${what}: ${response.statusCode}`);
+    assertErrorReply(
+      response,
+      response.statusCode === 413 ? "RTR7_ERR_HTTP_TOO_LARGE" : "RTR7_ERR_HTTP_REQUEST",
+      what,
     );
   }
   assert.deepEqual(seen, []);
@@ -242,4 +267,100 @@ test("disk files are sent whole and by range, byte-exact, through the buffer rin
   controller.abort();
   const again = await fetch(url);
   assert.ok(Buffer.from(await again.arrayBuffer()).equals(big));
+});
+
+test("a success report may have no body, and a body of any Content-Type (router7 posts an empty one)", async (t) => {
+  const success: unknown[] = [];
+  const progress: unknown[] = [];
+  const { app } = build({
+    onSuccess: (report) => success.push(report),
+    onProgress: (report) => progress.push(report),
+  });
+  t.after(() => app.close());
+  const authorization = `Bearer ${token}`;
+  const cases: { name: string; headers: Record<string, string>; payload?: string; want: unknown }[] = [
+    // Go's http.Post(url, "", nil): no body, Content-Length 0, an empty Content-Type.
+    { name: "router7's empty POST", headers: { "content-type": "", "content-length": "0" }, want: {} },
+    { name: "no body, no Content-Type", headers: {}, want: {} },
+    { name: "empty JSON", headers: { "content-type": "application/json" }, payload: "", want: {} },
+    { name: "empty text", headers: { "content-type": "text/plain" }, payload: "", want: {} },
+    {
+      name: "octet-stream",
+      headers: { "content-type": "application/octet-stream" },
+      payload: '{"message":"bytes"}',
+      want: { message: "bytes" },
+    },
+    {
+      name: "JSON with a charset",
+      headers: { "content-type": "application/json; charset=utf-8" },
+      payload: '{"message":"utf8"}',
+      want: { message: "utf8" },
+    },
+    { name: "text", headers: { "content-type": "text/plain" }, payload: "{}", want: {} },
+  ];
+  for (const { name, headers, payload, want } of cases) {
+    success.length = 0;
+    const response = await app.inject({
+      method: "POST",
+      url: "/success",
+      headers: { ...headers, authorization },
+      ...(payload === undefined ? {} : { payload }),
+    });
+    assert.equal(response.statusCode, 200, `${name}: ${response.body}`);
+    assert.deepEqual(success, [want], name);
+  }
+  // A report whose fields are required still wants them.
+  const empty = await app.inject({ method: "POST", url: "/progress", headers: { authorization } });
+  assertErrorReply(empty, "RTR7_ERR_HTTP_REQUEST", "an empty progress report");
+  assert.deepEqual(progress, []);
+  // Not JSON at all, whatever the type says.
+  const garbage = await app.inject({
+    method: "POST",
+    url: "/success",
+    headers: { authorization, "content-type": "application/octet-stream" },
+    payload: "\u0000\u0001",
+  });
+  assertErrorReply(garbage, "RTR7_ERR_HTTP_REQUEST", "a body that is not JSON");
+});
+
+test("curl's empty POST /success reaches the handler over real HTTP", async (t) => {
+  const { execFile } = await import("node:child_process");
+  const { promisify } = await import("node:util");
+  const { haveTool } = await import("../../lab/processes.js");
+  if (!(await haveTool("curl"))) {
+    t.skip("needs curl: run scripts/setup.sh");
+    return;
+  }
+  const success: unknown[] = [];
+  const { app } = build({ onSuccess: (report) => success.push(report) });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  t.after(() => app.close());
+  const { port } = app.server.address() as { port: number };
+  const curl = async (args: string[]): Promise<string> =>
+    (
+      await promisify(execFile)("curl", [
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        ...args,
+      ])
+    ).stdout;
+  const url = `http://127.0.0.1:${port}/success`;
+  assert.equal(
+    await curl(["-X", "POST", "-H", `Authorization: Bearer ${token}`, "--data-binary", "", url]),
+    "200",
+  );
+  assert.equal(
+    await curl(["-X", "POST", "-H", `Authorization: Bearer ${token}`, "-H", "Content-Type:", url]),
+    "200",
+  );
+  assert.equal(await curl(["-X", "POST", "--data-binary", "", url]), "403");
+  // The success callback runs once the reply has gone out.
+  for (let attempt = 0; attempt < 50 && success.length < 2; attempt++)
+    await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(success, [{}, {}]);
 });

@@ -98,7 +98,7 @@ test("targetCapacity: a file's size, a block device's size from sysfs", async (t
   assert.equal(await targetCapacity(device), Number(disk[1]), `${device}: the size lsblk reports`);
 });
 
-test("writeUpload writes from offset 0, refuses bytes beyond the capacity, and reports truncation", async (t) => {
+test("writeUpload writes from offset 0, reads it back, refuses bytes beyond the capacity, and reports truncation", async (t) => {
   const dir = await scratch(t);
   const target = path.join(dir, "target.img");
   await writeFile(target, Buffer.alloc(4 * 1024 * 1024, 0xee));
@@ -119,6 +119,7 @@ test("writeUpload writes from offset 0, refuses bytes beyond the capacity, and r
   });
   assert.deepEqual(marks, ["read", "write"]);
   assert.equal(result.bytes, data.length);
+  assert.notEqual(result.readBack, "none", "what was written was read back");
   const written = await readFile(target);
   assert.ok(written.subarray(0, data.length).equals(data));
   assert.equal(written[data.length], 0xee, "bytes after the upload are left alone");
@@ -142,7 +143,7 @@ test("writeUpload writes from offset 0, refuses bytes beyond the capacity, and r
         return Promise.resolve();
       },
     }),
-    (error) => isRtr7Error(error, "RTR7_ERR_UPDATE_WRITE") && /holds 4194304/.test(error.message),
+    (error) => isRtr7Error(error, "RTR7_ERR_IMAGE_TOO_LARGE") && /holds 4194304/.test(error.message),
   );
   assert.equal(wrote, false);
   assert.ok((await readFile(target)).equals(before));

@@ -1,7 +1,8 @@
 // recovery-init's image writer against the real recovery HTTP server on
 // loopback, with a file standing in for the disk: images land exactly where
 // they belong and nowhere else, every mismatch with the manifest is caught,
-// and a disk that does not keep what was written is caught on read-back.
+// and a disk that does not keep what was written is caught on read-back
+// (through the shared verified writer, lib/disk/verified-writer.ts).
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -13,6 +14,7 @@ import { silentLogger } from "../../lib/log.js";
 import { isRtr7Error } from "../../lib/errors.js";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
 import { writeImage } from "../../recovery-init/write-image.js";
+import { faultyDisk } from "../helpers/faulty-disk.js";
 import { scratchDir } from "../helpers/scratch.js";
 
 const diskBytes = 8 * 1024 * 1024;
@@ -125,18 +127,36 @@ test("a download that breaks off is an error naming how far it got", async (t) =
 test("a disk that does not keep what was written is caught on read-back", async (t) => {
   const boot = randomBytes(300_000);
   const { disk, url } = await setUp(t, { "boot.img": boot });
+  // A failing disk: byte 1234 of the image comes back flipped.
+  const device = faultyDisk({ path: disk, flipAt: 4096 + 1234 });
   await assert.rejects(
     writeImage({
       url: url("boot.img"),
       expected: describe("boot.img", boot),
       target: { path: disk, offset: 4096, capacity: diskBytes - 4096 },
-      // A failing disk: one byte flips between the write and the read-back.
-      dropCaches: async () => {
-        const bytes = await readFile(disk);
-        bytes[4096 + 1234] = (bytes[4096 + 1234] ?? 0) ^ 0xff;
-        await writeFile(disk, bytes);
-      },
+      device,
     }),
-    (error) => isRtr7Error(error, "RTR7_ERR_IMAGE_VERIFY") && /read back/.test(error.message),
+    (error) =>
+      isRtr7Error(error, "RTR7_ERR_IMAGE_VERIFY") && /read back bytes 4096\.\.304095 of /.test(error.message),
+  );
+  assert.deepEqual(device.synced, [disk], "the image was written and fsynced before it was read back");
+  const written = await readFile(disk);
+  assert.ok(written.subarray(4096, 4096 + boot.length).equals(boot), "the write itself went through");
+});
+
+test("the same image through the same disk with nothing flipped is read back and accepted", async (t) => {
+  const boot = randomBytes(300_000);
+  const { disk, url } = await setUp(t, { "boot.img": boot });
+  const device = faultyDisk();
+  await writeImage({
+    url: url("boot.img"),
+    expected: describe("boot.img", boot),
+    target: { path: disk, offset: 4096, capacity: diskBytes - 4096 },
+    device,
+  });
+  assert.deepEqual(
+    device.readers.map((reader) => reader.path),
+    [disk],
+    "the image was read back from the disk",
   );
 });

@@ -7,9 +7,10 @@
 // from the inputs. Everything is written in a temporary directory inside the
 // output directory and renamed into place only once all of it succeeded, so
 // a failed build leaves the previous images as they were.
-import { copyFile, mkdir, mkdtemp, open, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { commitFile } from "../../lib/atomic-file.js";
 import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
 import { formatBytes, silentLogger, type Logger } from "../../lib/log.js";
 import { sha256OfFile, type Manifest } from "../../lib/wire/manifest.js";
@@ -84,16 +85,6 @@ function checkNames(hostname: string, version: string | undefined): void {
       `build the unit images: --version ${JSON.stringify(version)} is not a version (want up to 64 of A-Z a-z 0-9 . _ + -, starting with a letter or digit)`,
     );
   }
-}
-
-async function syncAndRename(from: string, to: string): Promise<void> {
-  const file = await open(from, "r");
-  try {
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(from, to);
 }
 
 export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<BuiltUnitImages> {
@@ -268,8 +259,7 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
     };
     await writeFile(built.manifest, JSON.stringify(manifest, null, 2) + "\n");
     // The manifest goes last: until it is renamed, the previous one still names the previous images.
-    for (const key of ["mbr", "boot", "root", "manifest"] as const)
-      await syncAndRename(built[key], paths[key]);
+    for (const key of ["mbr", "boot", "root", "manifest"] as const) await commitFile(built[key], paths[key]);
     log.info(
       { dir: outDir, ms: Date.now() - started },
       `Built the images for ${options.hostname} in ${outDir} in ${((Date.now() - started) / 1000).toFixed(1)} s.`,

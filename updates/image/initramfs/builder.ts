@@ -5,15 +5,14 @@
 // empty mount points. A build is keyed by a hash of everything it contains
 // and kept in a cache directory, so recovering again costs one hash pass
 // instead of a 40 MB gzip.
-import { createWriteStream } from "node:fs";
-import { mkdir, open, readdir, realpath, rename, rm, stat } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
+import { mkdir, readdir, realpath, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { createGzip } from "node:zlib";
+import { writeAtomicallyWith } from "../../../lib/atomic-file.js";
 import { Rtr7Error, isRtr7Error } from "../../../lib/errors.js";
 import { formatBytes, silentLogger, type Logger } from "../../../lib/log.js";
 import { bundleRecoveryInit, initInterpreter, nodeFacts, type BundleFormat } from "./bundle.js";
@@ -192,32 +191,13 @@ async function removeStaleTemporaries(cacheDir: string, now: number): Promise<vo
   }
 }
 
-/** Writes `entries` as gzip'd cpio to a temporary file, fsyncs it, renames it to `target`. */
+/** Writes `entries` as gzip'd cpio to `target`, atomically (lib/atomic-file.ts: `.NAME.tmp-*` while it runs). */
 async function writeAtomically(target: string, entries: CpioEntry[]): Promise<void> {
-  const directory = path.dirname(target);
-  const temporary = path.join(
-    directory,
-    `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`,
+  await writeAtomicallyWith(target, (handle) =>
+    pipeline(Readable.from(cpioArchive(entries)), createGzip(), async (gzipped: AsyncIterable<Buffer>) => {
+      for await (const chunk of gzipped) await handle.writeFile(chunk);
+    }),
   );
-  try {
-    await pipeline(Readable.from(cpioArchive(entries)), createGzip(), createWriteStream(temporary));
-    const file = await open(temporary, "r");
-    try {
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temporary, target);
-    const dir = await open(directory, "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
 }
 
 export async function buildRecoveryInitramfs(options: RecoveryInitramfsOptions): Promise<RecoveryInitramfs> {

@@ -1,0 +1,47 @@
+// diagd's GET /health.json (port 7733): the unit's verdict on itself. A
+// probe is bounded (router7 allows 2 s) and never throws: a unit that does
+// not answer in time, or answers something that is not a health report, is
+// `undefined`, which is what safe-update's waits poll for. diagd needs no
+// password, and is sent none. `probeUnitHealth` asks without a target (no
+// credentials, no features asked), for a unit whose update API is down.
+import { parseHealthReport, type HealthReport } from "../../lib/wire/health.js";
+import { smallExchange, type UnitContext } from "./context.js";
+import { silentLogger } from "../../lib/log.js";
+import { unitPorts } from "../../lib/wire/update-protocol.js";
+import { nodeHttpTransport, type Transport } from "./transport.js";
+
+export async function probeHealth(unit: UnitContext, timeoutMs = 2000): Promise<HealthReport | undefined> {
+  try {
+    const reply = await smallExchange(unit, {
+      method: "GET",
+      path: "/health.json",
+      step: "GET /health.json",
+      port: unit.ports.diagd,
+      timeoutMs,
+      headers: { accept: "application/json" },
+      authorize: false,
+    });
+    if (reply.status !== 200) return undefined;
+    return parseHealthReport(JSON.parse(reply.body));
+  } catch {
+    return undefined;
+  }
+}
+
+export async function probeUnitHealth(
+  endpoint: { host: string; diagdPort?: number },
+  options: { transport?: Transport; timeoutMs?: number } = {},
+): Promise<HealthReport | undefined> {
+  const diagd = endpoint.diagdPort ?? unitPorts.diagd;
+  const unit: UnitContext = {
+    host: endpoint.host,
+    ports: { update: diagd, diagd, backupd: diagd },
+    transport: options.transport ?? nodeHttpTransport(),
+    authorization: "",
+    secrets: [],
+    log: silentLogger(),
+    requestTimeoutMs: options.timeoutMs ?? 2000,
+    idleTimeoutMs: options.timeoutMs ?? 2000,
+  };
+  return probeHealth(unit, options.timeoutMs);
+}

@@ -1,0 +1,83 @@
+// safe-update's build step: the images of the new version, made by `rtr7
+// image build` (in this process) or by the user's --build-command (through
+// /bin/sh with RTR7_OUT_DIR and GOKR_DIR naming the run directory, its
+// output kept in the run's logs), then checked to be there, and the version
+// the new root image will report read from its /etc/rtr7/build.json.
+import { execFile, spawn } from "node:child_process";
+import { access } from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import { Rtr7Error, describeError } from "../../lib/errors.js";
+import type { Logger } from "../../lib/log.js";
+import { imageFiles, imageNames } from "../../lib/wire/images.js";
+import { buildUnitImages } from "../image/build.js";
+import type { UpdateRun } from "../runs.js";
+
+const execFileAsync = promisify(execFile);
+
+/** The version an image will report: /etc/rtr7/build.json inside root.img. */
+export async function rootImageVersion(rootImage: string): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync("unsquashfs", ["-cat", rootImage, "etc/rtr7/build.json"], {
+      encoding: "utf8",
+      maxBuffer: 1 << 20,
+    });
+    const version = (JSON.parse(stdout) as { version?: unknown }).version;
+    if (typeof version === "string" && version !== "") return version;
+    throw new Error("build.json has no version");
+  } catch (cause) {
+    throw new Rtr7Error(
+      "RTR7_ERR_IMAGE_BUILD",
+      `read the new version from ${rootImage} (/etc/rtr7/build.json): ${describeError(cause)}`,
+      { cause, hint: "Build the root image with `rtr7 image build`, which writes /etc/rtr7/build.json." },
+    );
+  }
+}
+
+async function runBuildCommand(command: string, run: UpdateRun, log: Logger): Promise<void> {
+  log.info({ command }, `Building with: ${command}`);
+  const child = spawn("/bin/sh", ["-c", command], {
+    env: { ...process.env, RTR7_OUT_DIR: run.dir, GOKR_DIR: run.dir },
+    cwd: process.cwd(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.pipe(run.stdout, { end: false });
+  child.stderr.pipe(run.stderr, { end: false });
+  const code = await new Promise<number | string>((resolve) => {
+    child.on("error", (error) => resolve(error.message));
+    child.on("close", (exitCode, signal) => resolve(signal ?? exitCode ?? "unknown"));
+  });
+  if (code !== 0)
+    throw new Rtr7Error(
+      "RTR7_ERR_IMAGE_BUILD",
+      `build command ${JSON.stringify(command)} failed (${typeof code === "number" ? `exit code ${code}` : code}); its output is in ${run.dir}/stderr.log`,
+    );
+}
+
+async function requireImages(dir: string): Promise<void> {
+  for (const name of imageNames) {
+    try {
+      await access(path.join(dir, name));
+    } catch {
+      throw new Rtr7Error("RTR7_ERR_IMAGE_BUILD", `the build left no ${name} in ${dir}`, {
+        hint: "A --build-command must write mbr.img, boot.img and root.img into $RTR7_OUT_DIR.",
+      });
+    }
+  }
+}
+
+/** Builds into the run directory; returns the version the new root image reports. */
+export async function buildImages(options: {
+  run: UpdateRun;
+  hostname: string;
+  buildCommand: string | undefined;
+  log: Logger;
+  /** The logger for the image builder (the caller's, untagged). */
+  builderLog: Logger;
+}): Promise<string> {
+  const { run } = options;
+  if (options.buildCommand) await runBuildCommand(options.buildCommand, run, options.log);
+  else await buildUnitImages({ outDir: run.dir, hostname: options.hostname, log: options.builderLog });
+  await requireImages(run.dir);
+  return rootImageVersion(path.join(run.dir, imageFiles.root));
+}
