@@ -21,6 +21,7 @@ import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
 import type { Slot, UnitPaths } from "../../router/unit.js";
 import { buildUpdateApi, type UpdateEvent } from "../../router/update-api/server.js";
 import { readSlotStates, type SlotState } from "../../router/update-api/slot-state.js";
+import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
 export const MiB = 1024 * 1024;
 export const rootSlotBytes = 64 * MiB;
@@ -174,15 +175,7 @@ export async function startUnit(
   runningImage: string,
 ): Promise<TestUnit> {
   const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-api-"));
-  const paths: UnitPaths = {
-    boot: path.join(dir, "boot.img"),
-    roots: { a: path.join(dir, "root-a.img"), b: path.join(dir, "root-b.img") },
-    mbr: path.join(dir, "disk-mbr.img"),
-    perm: path.join(dir, "perm"),
-    etc: path.join(dir, "etc"),
-    run: path.join(dir, "run"),
-  };
-  for (const directory of [paths.perm, paths.etc, paths.run]) await mkdir(directory, { recursive: true });
+  const paths = await fileBackedUnitPaths(dir);
   for (const slot of ["a", "b"] as const) {
     await writeFile(paths.roots[slot], "");
     await truncate(paths.roots[slot], rootSlotBytes);

@@ -7,16 +7,15 @@
 // run against `application/json; charset=utf-8`). All through inject().
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
-import path from "node:path";
+import { writeFile } from "node:fs/promises";
 import type { TestContext } from "node:test";
 import { errorCatalogue, Rtr7Error, type ErrorCode } from "../../lib/errors.js";
 import { asRtr7Error, errorBody, parseErrorBody } from "../../lib/http-error.js";
 import { silentLogger } from "../../lib/log.js";
-import type { UnitPaths } from "../../router/unit.js";
 import { buildUpdateApi } from "../../router/update-api/server.js";
 import { FakeBootControl } from "../integration/update-api-fixture.js";
 import { scratchDir } from "../helpers/scratch.js";
+import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
 const password = "errors-http-secret";
 const authorization = `Basic ${Buffer.from(`gokrazy:${password}`).toString("base64")}`;
@@ -42,15 +41,7 @@ function assertErrorReply(reply: Reply, code: ErrorCode, what: string): { messag
 
 async function updateApi(t: TestContext) {
   const dir = await scratchDir(t, "errors-http");
-  const paths: UnitPaths = {
-    boot: path.join(dir, "boot.img"),
-    roots: { a: path.join(dir, "root-a.img"), b: path.join(dir, "root-b.img") },
-    mbr: path.join(dir, "mbr.img"),
-    perm: path.join(dir, "perm"),
-    etc: path.join(dir, "etc"),
-    run: path.join(dir, "run"),
-  };
-  await mkdir(paths.perm, { recursive: true });
+  const paths = await fileBackedUnitPaths(dir);
   // Slot b holds no squashfs: switch and testboot must refuse it.
   await writeFile(paths.roots.b, Buffer.alloc(8192));
   const boot = new FakeBootControl({ running: "a", trial: false, committed: "a" });

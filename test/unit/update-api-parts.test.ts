@@ -31,6 +31,7 @@ import {
   targetCapacity,
   writeUpload,
 } from "../../router/update-api/write-target.js";
+import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -240,14 +241,7 @@ function squashfsHead(bytesUsed: bigint): Buffer {
 }
 
 async function unitPaths(dir: string): Promise<UnitPaths> {
-  const paths: UnitPaths = {
-    boot: path.join(dir, "boot.img"),
-    roots: { a: path.join(dir, "root-a.img"), b: path.join(dir, "root-b.img") },
-    mbr: path.join(dir, "mbr.img"),
-    perm: path.join(dir, "perm"),
-    etc: path.join(dir, "etc"),
-    run: path.join(dir, "run"),
-  };
+  const paths = await fileBackedUnitPaths(dir);
   for (const slot of ["a", "b"] as const) {
     await writeFile(paths.roots[slot], "");
     await truncate(paths.roots[slot], 1024 * 1024);

@@ -6,8 +6,7 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, truncate, writeFile } from "node:fs/promises";
-import path from "node:path";
+import { readFile, truncate, writeFile } from "node:fs/promises";
 import type { DiskDevice } from "../../lib/disk/device.js";
 import { silentLogger } from "../../lib/log.js";
 import type { BootControl } from "../../router/boot/boot-control.js";
@@ -16,6 +15,7 @@ import { buildUpdateApi } from "../../router/update-api/server.js";
 import { readSlotStates } from "../../router/update-api/slot-state.js";
 import { faultyDisk } from "../helpers/faulty-disk.js";
 import { scratchDir } from "../helpers/scratch.js";
+import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
 const MiB = 1024 * 1024;
 const password = "test-password";
@@ -53,15 +53,7 @@ function bootControl(calls: string[]): BootControl {
 
 async function setUp(t: TestContext, disk: (paths: UnitPaths) => DiskDevice | undefined) {
   const dir = await scratchDir(t, "update-readback");
-  const paths: UnitPaths = {
-    boot: path.join(dir, "boot.img"),
-    roots: { a: path.join(dir, "root-a.img"), b: path.join(dir, "root-b.img") },
-    mbr: path.join(dir, "disk-mbr.img"),
-    perm: path.join(dir, "perm"),
-    etc: path.join(dir, "etc"),
-    run: path.join(dir, "run"),
-  };
-  for (const directory of [paths.perm, paths.etc, paths.run]) await mkdir(directory, { recursive: true });
+  const paths = await fileBackedUnitPaths(dir);
   for (const file of [paths.roots.a, paths.roots.b, paths.boot]) {
     await writeFile(file, "");
     await truncate(file, 8 * MiB);

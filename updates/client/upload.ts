@@ -14,7 +14,7 @@ import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
 import { formatBytes } from "../../lib/log.js";
 import { updateHashHeader, type UpdateHash, type UploadTarget } from "../../lib/wire/update-protocol.js";
 import { where, type UnitContext } from "./context.js";
-import { updateHasher } from "./hash.js";
+import { createStreamHash } from "../../lib/disk/hash.js";
 import { readText } from "./transport.js";
 import { unitAnswerError } from "./unit-errors.js";
 
@@ -139,7 +139,7 @@ async function describeSource(
 
 /** The source piped through a hash of what it yields, which must be exactly `size` bytes. */
 function counting(input: Readable, size: number, what: string, algorithm: UpdateHash): Opened {
-  const hasher = updateHasher(algorithm);
+  const hasher = createStreamHash(algorithm);
   const counted = { bytes: 0, hex: () => hasher.hex() };
   const changed = (got: string) =>
     new Rtr7Error("RTR7_ERR_FILE_MISSING", `${what} changed while being sent (${got} of ${size} bytes)`);

@@ -22,6 +22,7 @@ import { kernelRelease } from "./kernel-release.js";
 import { recoveryModuleClosure, type ResolvedModules } from "./kernel-modules.js";
 import { InitramfsTree, treeDigest } from "./tree.js";
 import { buildInfoPath, modulesListPath, recoveryInitPath } from "../../../lib/wire/image-paths.js";
+import { addModules } from "../modules.js";
 
 /** Bump when the layout changes in a way the hashed inputs do not show. */
 export const builderVersion = "1";
@@ -145,14 +146,7 @@ export async function planRecoveryInitramfs(
   } catch {
     log.debug("No /etc/mke2fs.conf here; mke2fs on the unit uses its built-in defaults.");
   }
-  const moduleFiles = modules.load.map((module) => ({
-    inside: path.isAbsolute(module.path)
-      ? module.path
-      : path.posix.join("/lib/modules", release, module.path),
-    source: path.resolve(modulesDir, module.path),
-  }));
-  for (const file of moduleFiles) tree.hostFile(file.inside, file.source, 0o644);
-  tree.data(initramfsPaths.modulesList, Buffer.from(moduleFiles.map((file) => file.inside + "\n").join("")));
+  addModules(tree, modules, modulesDir, release);
 
   const contents = tree.entries();
   const inputHash = await treeDigest(contents, { builderVersion, kernelRelease: release, bundleFormat });
