@@ -270,7 +270,8 @@ async function fakeRun(t: TestContext) {
       hostname: "fake1",
       unit,
       updatesDir: path.join(work, "updates"),
-      buildCommand: `cp "${newImages}"/*.img "$RTR7_OUT_DIR"/`,
+      // The build also leaves what it was given of the unit's password, for the test to see.
+      buildCommand: `cp "${newImages}"/*.img "$RTR7_OUT_DIR"/ && echo "password=\${RTR7_PASSWORD:-none}" > "$RTR7_OUT_DIR/build-env.txt"`,
       keepOnly: 5,
       healthTimeoutMs: 120_000,
       kexec: true,
@@ -301,7 +302,14 @@ test(
     const clock = fakeClock();
     const unit = new FakeUnit(clock, backup, { bootMs: 40_000, trial: "healthy" });
     const announced: string[] = [];
+    process.env.RTR7_PASSWORD = "build-must-not-see-this";
+    t.after(() => delete process.env.RTR7_PASSWORD);
     const result = await safeUpdate(flow(unit, clock, { onStep: (step) => announced.push(step) }));
+    assert.equal(
+      await readFile(path.join(result.runDir, "build-env.txt"), "utf8"),
+      "password=none\n",
+      "the build command inherited RTR7_PASSWORD",
+    );
     assert.deepEqual(announced, [...safeUpdateSteps]);
     assert.deepEqual(
       result.steps.map((step) => [step.step, step.outcome]),

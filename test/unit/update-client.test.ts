@@ -10,7 +10,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { randomBytes } from "node:crypto";
-import { access, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { access, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -496,6 +496,8 @@ test("backup: with the update API's credentials; saved only when whole; a cut ar
     bytes: good.length,
   });
   assert.ok((await readFile(destination)).equals(good));
+  // The backup holds the unit's password: the owner's alone.
+  assert.equal((await stat(destination)).mode & 0o777, 0o600);
   assert.equal(progress.at(-1), good.length);
   assert.equal(seen[0]?.url, "/backup.tar.gz");
   assert.equal(

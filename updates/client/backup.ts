@@ -77,7 +77,11 @@ async function download(unit: UnitContext, file: string, options: BackupOptions)
     },
   });
   try {
-    await pipeline(response.body, count, createWriteStream(file, { highWaterMark: 1024 * 1024 }));
+    await pipeline(
+      response.body,
+      count,
+      createWriteStream(file, { highWaterMark: 1024 * 1024, mode: 0o600 }),
+    );
     await syncFile(file);
   } catch (error) {
     if (error instanceof UnitUnreachableError && error.reason !== "stalled")

@@ -34,10 +34,21 @@ export async function rootImageVersion(rootImage: string): Promise<string> {
   }
 }
 
+/** Variables a build never sees: the unit's password (a build needs none, and may log its environment). */
+export const secretVariables = ["RTR7_PASSWORD"] as const;
+
+/** The build command's environment: ours without the secrets, plus where to put the images. */
+export function buildEnvironment(env: NodeJS.ProcessEnv, outDir: string): NodeJS.ProcessEnv {
+  const scrubbed = Object.fromEntries(
+    Object.entries(env).filter(([name]) => !(secretVariables as readonly string[]).includes(name)),
+  );
+  return { ...scrubbed, RTR7_OUT_DIR: outDir, GOKR_DIR: outDir };
+}
+
 async function runBuildCommand(command: string, run: UpdateRun, log: Logger): Promise<void> {
   log.info({ command }, `Building with: ${command}`);
   const child = spawn("/bin/sh", ["-c", command], {
-    env: { ...process.env, RTR7_OUT_DIR: run.dir, GOKR_DIR: run.dir },
+    env: buildEnvironment(process.env, run.dir),
     cwd: process.cwd(),
     stdio: ["ignore", "pipe", "pipe"],
   });
