@@ -36,7 +36,13 @@ import {
   type UploadOutcome,
   type UploadRequest,
 } from "./uploads.js";
-import { hashHeader, readSmallBody, requestedHashAlgorithm } from "./write-target.js";
+import {
+  defaultUploadPace,
+  hashHeader,
+  readSmallBody,
+  requestedHashAlgorithm,
+  type IdleLimit,
+} from "./write-target.js";
 import { updateFeaturesText } from "../../lib/wire/update-protocol.js";
 import { installPasswordGuard } from "../http-guard/password-guard.js";
 import { guardUnitApp } from "../http-guard/serve.js";
@@ -65,6 +71,8 @@ export interface UpdateApiDeps {
   statusPage?: () => Promise<StatusPageInfo>;
   /** An upload that sends nothing for this long is ended as truncated (default 60 s). */
   uploadIdleTimeoutMs?: number;
+  /** The rest of the limits on a body's pace (write-target.ts's defaultUploadPace). */
+  uploadPace?: Partial<Omit<IdleLimit, "onTimeout" | "timeoutMs">>;
   now?: () => Date;
   /** The disk the slots, boot partition and MBR are on; default node:fs (tests inject one that flips a byte). */
   disk?: DiskDevice;
@@ -109,7 +117,16 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   const lock = new UpdateLock();
   const now = deps.now ?? (() => new Date());
   const context: UploadContext = { paths: deps.paths, boot: deps.boot, log, now, disk: deps.disk };
-  const idleTimeoutMs = deps.uploadIdleTimeoutMs ?? 60_000;
+  const pace = {
+    ...defaultUploadPace,
+    ...(deps.uploadIdleTimeoutMs === undefined ? {} : { timeoutMs: deps.uploadIdleTimeoutMs }),
+    ...deps.uploadPace,
+  };
+  /** The limits for one request's body: cut off, its socket is destroyed. */
+  const limitFor = (request: FastifyRequest): IdleLimit => ({
+    ...pace,
+    onTimeout: () => request.raw.socket.destroy(),
+  });
   const app = Fastify({ logger: false, return503OnClosing: true });
 
   const emit = (event: UpdateEvent): void => {
@@ -151,7 +168,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
           maxBytes: rebootFormLimit,
           what,
           expectedLength: contentLength(request),
-          idle: { timeoutMs: idleTimeoutMs, onTimeout: () => request.raw.socket.destroy() },
+          idle: limitFor(request),
           beforeRead: inviteBody(request, reply),
         })
       : Buffer.alloc(0);
@@ -197,7 +214,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
           source: request.raw,
           algorithm: requestedHashAlgorithm(request.headers[hashHeader]),
           contentLength: contentLength(request),
-          idle: { timeoutMs: idleTimeoutMs, onTimeout: () => request.raw.socket.destroy() },
+          idle: limitFor(request),
           beforeRead: inviteBody(request, reply),
         });
         const notes = outcome.notes.length > 0 ? ` (${outcome.notes.join("; ")})` : "";
@@ -222,16 +239,20 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     });
   }
 
-  const bootAction = (
+  // A boot action's form is read before the update lock is taken: a client
+  // that sends its form slowly holds nothing but its own request.
+  const bootAction = <Input>(
     url: string,
     kind: "switch" | "testboot" | "commit",
-    act: (request: FastifyRequest, reply: FastifyReply) => Promise<{ slot: Slot; message: string }>,
+    prepare: (request: FastifyRequest, reply: FastifyReply) => Promise<Input>,
+    act: (input: Input) => Promise<{ slot: Slot; message: string }>,
   ): void => {
     app.all(url, async (request, reply) => {
       requireMethod(request, reply, "POST");
+      const input = await prepare(request, reply);
       lock.acquire(`POST ${url}`);
       try {
-        const { slot, message } = await act(request, reply);
+        const { slot, message } = await act(input);
         log.info({ peer: request.ip, event: kind, slot }, `${url}: ${message}`);
         emit({ kind, target: slot, ok: true, message });
         if (wantsJson(request.headers.accept)) return sendJson(reply, { ok: true, slot, message });
@@ -245,36 +266,42 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     });
   };
 
-  bootAction("/update/switch", "switch", async () => {
+  const noInput = (): Promise<undefined> => Promise.resolve(undefined);
+  bootAction("/update/switch", "switch", noInput, async () => {
     const slot = inactiveSlot();
     await checkBootable(deps.paths, slot);
     await deps.boot.switchTo(slot);
     return { slot, message: `slot ${slot} is now the default: the next boot runs it` };
   });
-  bootAction("/update/testboot", "testboot", async (request, reply) => {
-    const { query, body } = await readForm(request, reply, "POST /update/testboot form");
-    const deadlineMs = parseTestbootForm(query, body);
-    const slot = inactiveSlot();
-    await checkBootable(deps.paths, slot);
-    await deps.boot.testboot(slot, { deadlineMs });
-    const within = deadlineMs === undefined ? "" : ` within ${Math.round(deadlineMs / 1000)} s`;
-    return {
-      slot,
-      message: `the next reboot runs slot ${slot} once, on trial; commit it${within} once it is healthy`,
-    };
-  });
-  bootAction("/update/commit", "commit", async () => {
+  bootAction(
+    "/update/testboot",
+    "testboot",
+    async (request, reply) => {
+      const { query, body } = await readForm(request, reply, "POST /update/testboot form");
+      return parseTestbootForm(query, body);
+    },
+    async (deadlineMs) => {
+      const slot = inactiveSlot();
+      await checkBootable(deps.paths, slot);
+      await deps.boot.testboot(slot, { deadlineMs });
+      const within = deadlineMs === undefined ? "" : ` within ${Math.round(deadlineMs / 1000)} s`;
+      return {
+        slot,
+        message: `the next reboot runs slot ${slot} once, on trial; commit it${within} once it is healthy`,
+      };
+    },
+  );
+  bootAction("/update/commit", "commit", noInput, async () => {
     const slot = await deps.boot.commit();
     return { slot, message: `slot ${slot} is committed` };
   });
 
   app.all("/reboot", async (request, reply) => {
     requireMethod(request, reply, "POST");
+    const { query, body } = await readForm(request, reply, "POST /reboot form");
+    const form = parseRebootForm(query, body);
     lock.acquire("POST /reboot");
-    let form;
     try {
-      const { query, body } = await readForm(request, reply, "POST /reboot form");
-      form = parseRebootForm(query, body);
       await deps.boot.checkReboot({ kexec: form.kexec });
     } catch (error) {
       lock.release();

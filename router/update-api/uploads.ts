@@ -26,7 +26,7 @@ import { mkdir, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
 import { writeVerified } from "../../lib/disk/verified-writer.js";
-import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
 import { mbrBootCodeBytes, partitionTableOffset } from "../../lib/wire/disk-layout.js";
 import type { BootControl } from "../boot/boot-control.js";
@@ -144,24 +144,36 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
     });
     return { target: targetName, bytes: result.bytes, hash: result.hash, notes: [] };
   } catch (error) {
+    // Bytes reached the slot: what is there is half an image. None did, but
+    // the body broke off (a stalled or cut upload): the slot still holds
+    // what it held, yet the client meant to replace it, so it is not offered
+    // to switch or testboot either until a whole upload.
     if (touched) await invalidateSlot(context, slot, describeError(error));
+    else if (isRtr7Error(error, "RTR7_ERR_UPDATE_TRUNCATED"))
+      await invalidateSlot(context, slot, describeError(error), { zeroHead: false });
     throw error;
   }
 }
 
-async function invalidateSlot(context: UploadContext, slot: Slot, why: string): Promise<void> {
+async function invalidateSlot(
+  context: UploadContext,
+  slot: Slot,
+  why: string,
+  options: { zeroHead: boolean } = { zeroHead: true },
+): Promise<void> {
   const target = context.paths.roots[slot];
-  try {
-    await writeInPlace(
-      target,
-      0,
-      Buffer.alloc(invalidatedHeadBytes),
-      `the start of root slot ${slot}`,
-      context.disk,
-    );
-  } catch (error) {
-    context.log.error({ err: error, slot }, `could not zero the start of slot ${slot}`);
-  }
+  if (options.zeroHead)
+    try {
+      await writeInPlace(
+        target,
+        0,
+        Buffer.alloc(invalidatedHeadBytes),
+        `the start of root slot ${slot}`,
+        context.disk,
+      );
+    } catch (error) {
+      context.log.error({ err: error, slot }, `could not zero the start of slot ${slot}`);
+    }
   try {
     await writeSlotState(context.paths.perm, slot, {
       state: "invalid",

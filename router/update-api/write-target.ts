@@ -55,12 +55,33 @@ export async function targetCapacity(path: string, device: DiskDevice = fsDisk()
 /** A request body (http.IncomingMessage), or any readable stream of bytes. */
 export type UploadSource = Readable & { complete?: boolean };
 
+/**
+ * How long a body may take. A client that sends nothing, or sends a byte
+ * now and then (one every 45 s kept every other update out with 409 for as
+ * long as it liked), or takes longer than any real upload would, is cut
+ * off: the upload ends as truncated, its target is marked invalid and the
+ * update lock is free again.
+ */
 export interface IdleLimit {
   /** No bytes for this long ends the upload as truncated. */
   timeoutMs: number;
+  /** The whole body must have arrived within this long. Default none. */
+  deadlineMs?: number;
+  /** After `graceMs`, fewer bytes than this per second on average ends it. Default none. */
+  minBytesPerSecond?: number;
+  /** How long a body may start slowly before the minimum rate applies. Default 30 s. */
+  graceMs?: number;
   /** Called when it expires: must end the stream (destroy the connection). */
   onTimeout: () => void;
 }
+
+/** The update API's limits: a minute of silence, 16 KiB/s on average after 30 s, an hour in all. */
+export const defaultUploadPace = {
+  timeoutMs: 60_000,
+  deadlineMs: 60 * 60_000,
+  minBytesPerSecond: 16 * 1024,
+  graceMs: 30_000,
+} as const;
 
 export interface WriteUploadOptions {
   source: UploadSource;
@@ -130,7 +151,7 @@ async function* uploadChunks(source: UploadSource, options: ChunkOptions): Async
   const { what, expectedLength } = options;
   options.beforeRead?.();
   let received = 0;
-  const idle = watchIdle(options.idle);
+  const idle = watchPace(options.idle, () => received);
   try {
     try {
       for await (const chunk of chunksOf(source)) {
@@ -195,21 +216,53 @@ function chunksOf(source: UploadSource): AsyncIterable<Uint8Array> {
   };
 }
 
-function watchIdle(limit: IdleLimit | undefined): { saw(): void; stop(): void; why(): string | undefined } {
+/** Watches a body against its limit; `why()` says which part of it ended the body, if one did. */
+function watchPace(
+  limit: IdleLimit | undefined,
+  received: () => number,
+): { saw(): void; stop(): void; why(): string | undefined } {
   if (!limit) return { saw: () => undefined, stop: () => undefined, why: () => undefined };
-  let expired = false;
-  const expire = (): void => {
-    expired = true;
+  let reason: string | undefined;
+  const expire = (why: string): void => {
+    if (reason !== undefined) return;
+    reason = why;
+    stop();
     limit.onTimeout();
   };
-  let timer = setTimeout(expire, limit.timeoutMs);
+  const started = Date.now();
+  let idle = setTimeout(() => expire(`no data for ${limit.timeoutMs / 1000} s`), limit.timeoutMs);
+  const deadline =
+    limit.deadlineMs === undefined
+      ? undefined
+      : setTimeout(() => expire(`not complete within ${limit.deadlineMs! / 1000} s`), limit.deadlineMs);
+  const minimum = limit.minBytesPerSecond;
+  const grace = limit.graceMs ?? 30_000;
+  // The average rate is checked once a second after the grace period.
+  const pace =
+    minimum === undefined
+      ? undefined
+      : setInterval(() => {
+          const seconds = (Date.now() - started) / 1000;
+          if (seconds * 1000 < grace) return;
+          const rate = received() / seconds;
+          if (rate < minimum)
+            expire(
+              `${Math.round(rate)} bytes/s on average over ${Math.round(seconds)} s, below the ${minimum} bytes/s an upload must keep`,
+            );
+        }, 1000);
+  function stop(): void {
+    clearTimeout(idle);
+    clearTimeout(deadline);
+    clearInterval(pace);
+  }
   return {
     saw: () => {
-      clearTimeout(timer);
-      timer = setTimeout(expire, limit.timeoutMs);
+      if (reason !== undefined) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => expire(`no data for ${limit.timeoutMs / 1000} s`), limit.timeoutMs);
     },
-    stop: () => clearTimeout(timer),
-    why: () => (expired ? `no data for ${limit.timeoutMs / 1000} s` : undefined),
+    stop,
+    why: () => reason,
   };
 }
 

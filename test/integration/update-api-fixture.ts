@@ -19,7 +19,7 @@ import { run } from "../../lab/processes.js";
 import type { BootControl, RebootOptions } from "../../router/boot/boot-control.js";
 import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
 import type { Slot, UnitPaths } from "../../router/unit.js";
-import { buildUpdateApi, type UpdateEvent } from "../../router/update-api/server.js";
+import { buildUpdateApi, type UpdateApiDeps, type UpdateEvent } from "../../router/update-api/server.js";
 import { readSlotStates, type SlotState } from "../../router/update-api/slot-state.js";
 import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
@@ -173,6 +173,8 @@ export async function startUnit(
   t: TestContext,
   boot: { running: Slot; trial: boolean; committed: Slot },
   runningImage: string,
+  /** Overrides of the API's dependencies (the upload limits, say). */
+  extra: Partial<UpdateApiDeps> = {},
 ): Promise<TestUnit> {
   const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-api-"));
   const paths = await fileBackedUnitPaths(dir);
@@ -219,6 +221,7 @@ export async function startUnit(
         }
       }
     },
+    ...extra,
   });
   await app.listen({ host: "127.0.0.1", port: 0 });
   const port = (app.server.address() as AddressInfo).port;

@@ -332,12 +332,17 @@ test("an upload that ends early leaves the slot invalid and unbootable until a c
   const complete = await unit.curl([...unit.auth, "-T", images.first, `${unit.baseUrl}/update/root`]);
   assert.equal(complete.status, 200);
 
-  // Ends before a byte reached the slot: the slot keeps its complete image.
+  // Ends before a byte reached the slot: its bytes are as they were, but the
+  // client meant to replace them, so it is not offered to switch or testboot.
   await truncatedPut(unit, "/update/root", second.length, second.subarray(0, 1000), () => untilBusy(unit));
   const early = await unit.waitForEvent((event) => event.kind === "upload" && !event.ok);
   assert.match(early.message ?? "", /ended after \d+ of \d+ bytes/);
-  assert.equal((await unit.slotState("b"))?.state, "complete");
-  assert.equal(sha256(await head(unit.paths.roots.b, first.length)), sha256(first));
+  assert.equal((await unit.slotState("b"))?.state, "invalid");
+  assert.equal(
+    sha256(await head(unit.paths.roots.b, first.length)),
+    sha256(first),
+    "the slot's bytes changed",
+  );
   await unit.assertStillServing();
 
   // Ends after the slot was written to.
