@@ -19,6 +19,7 @@ import { run } from "../../lab/processes.js";
 import type { BootControl, RebootOptions } from "../../router/boot/boot-control.js";
 import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
 import type { Slot, UnitPaths } from "../../router/unit.js";
+import { listenUnitApp } from "../../router/http-guard/serve.js";
 import { buildUpdateApi, type UpdateApiDeps, type UpdateEvent } from "../../router/update-api/server.js";
 import { readSlotStates, type SlotState } from "../../router/update-api/slot-state.js";
 import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
@@ -223,7 +224,8 @@ export async function startUnit(
     },
     ...extra,
   });
-  await app.listen({ host: "127.0.0.1", port: 0 });
+  // As the suite listens: with the connection caps.
+  await listenUnitApp(app, { address: "127.0.0.1" }, 0, "update API", log);
   const port = (app.server.address() as AddressInfo).port;
   const runningHashBefore = await sha256File(paths.roots[boot.running]);
 

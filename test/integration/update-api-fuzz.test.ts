@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import net from "node:net";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -46,5 +47,40 @@ test(
     assert.equal(put.status, 200, put.body);
     assert.equal(put.body, sha256(image));
     assert.equal(sha256(await head(unit.paths.roots.b, image.length)), sha256(image));
+  },
+);
+
+test(
+  "300 idle sockets from one host do not stop a real update from another",
+  { skip: missing === undefined ? false : `needs ${missing}: run scripts/setup.sh`, timeout: 120_000 },
+  async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-idle-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const running = await makeSquashfs(dir, "running", MiB);
+    const next = await makeSquashfs(dir, "next", MiB);
+    const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running);
+    const idle: net.Socket[] = [];
+    for (let index = 0; index < 300; index += 1) {
+      const socket = net.connect({ port: unit.port, host: "127.0.0.1", localAddress: "127.0.0.1" });
+      socket.on("error", () => undefined);
+      idle.push(socket);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const held = idle.filter((socket) => !socket.destroyed && !socket.closed).length;
+    t.diagnostic(`${held} of 300 idle sockets still open`);
+    assert.ok(held <= 16, `${held} idle sockets from one host are held (at most 16)`);
+
+    const image = await readFile(next);
+    const put = await unit.curl([
+      "--interface",
+      "127.0.0.2",
+      ...unit.auth,
+      "-T",
+      next,
+      `${unit.baseUrl}/update/root`,
+    ]);
+    assert.equal(put.status, 200, put.body);
+    assert.equal(put.body, sha256(image));
+    idle.forEach((socket) => socket.destroy());
   },
 );

@@ -195,7 +195,7 @@ test("listen config: lan0 and loopback by default, the file's addresses, and saf
 test("connections: at most perAddress from one address; the refusals are one log line", async (t) => {
   const { log, lines } = recordingLog();
   const server = net.createServer(() => undefined);
-  const open = capConnections(server, { max: 64, perAddress: 4 }, log);
+  const open = capConnections(server, { max: 64, perAddress: 4, firstRequestMs: 1500 }, log);
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   t.after(() => server.close());
@@ -221,6 +221,10 @@ test("connections: at most perAddress from one address; the refusals are one log
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.equal(open.get("127.0.0.9"), 1);
   other.destroy();
+  // None of them sent a request: after firstRequestMs they are all closed.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(closed.filter(Boolean).length, 10, "idle connections that never asked are kept open");
+  assert.equal(open.size, 0);
 });
 
 test("wrong passwords: 200 guesses make a handful of log lines, and the guesser alone is refused for the window", () => {
