@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { isRtr7Error } from "../../lib/errors.js";
-import { parseLddOutput, sharedLibraries } from "../../updates/image/initramfs/elf-deps.js";
+import { hasInterpreter, parseLddOutput, sharedLibraries } from "../../updates/image/initramfs/elf-deps.js";
 
 const nodeLdd = `	linux-vdso.so.1 (0x00007ffd5a1f2000)
 	libdl.so.2 => /lib/x86_64-linux-gnu/libdl.so.2 (0x00007f0b16d70000)
@@ -56,4 +56,10 @@ test("a binary that does not exist is a missing file", async () => {
   await assert.rejects(sharedLibraries("/nonexistent/tool"), (error) =>
     isRtr7Error(error, "RTR7_ERR_FILE_MISSING"),
   );
+});
+
+test("hasInterpreter tells a dynamic program from a static one by its ELF headers", async () => {
+  assert.equal(await hasInterpreter(process.execPath), true, "node is dynamically linked");
+  assert.equal(await hasInterpreter("/bin/busybox"), false, "Debian's busybox-static is static");
+  assert.equal(await hasInterpreter("/etc/hostname"), false, "not an ELF file");
 });

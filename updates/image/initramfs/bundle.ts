@@ -120,9 +120,11 @@ export async function bundleNodeProgram(
     const why = first ? `${first.text}${where}` : String(cause);
     throw new Rtr7Error(program.errorCode, `bundle ${program.what} from ${entry} (${format}): ${why}`, {
       cause,
+      // A CommonJS bundle is made only for a node too old for an ES module
+      // one, and what it cannot hold (top-level await) is the usual failure.
       hint:
-        format === "cjs" && /top-level await/i.test(why)
-          ? `The node going into ${program.into} is older than 20.19 and cannot run an ES module bundle: give the builder a newer node, or avoid top-level await in ${program.what}.`
+        format === "cjs"
+          ? `The node going into ${program.into} is older than 20.19, so ${program.what} was bundled as CommonJS, which cannot hold a top-level await: give the builder a newer node, or fix what the message names.`
           : undefined,
     });
   }

@@ -4,7 +4,7 @@
 // of libraries, so its list is the whole closure. A static binary (busybox
 // from busybox-static) needs none.
 import { execFile } from "node:child_process";
-import { access } from "node:fs/promises";
+import { access, open } from "node:fs/promises";
 import { promisify } from "node:util";
 import { Rtr7Error } from "../../../lib/errors.js";
 
@@ -68,10 +68,43 @@ export async function sharedLibraries(binary: string, options: { ldd?: string } 
         },
       );
     }
-    // glibc's ldd exits 1 for a static binary, saying so on stdout or stderr.
-    const said = `${failure.stdout ?? ""}\n${failure.stderr ?? ""}`;
-    if (said.includes("not a dynamic executable")) return [];
+    // glibc's ldd exits 1 for a static binary: told by the ELF file itself.
+    if (!(await hasInterpreter(binary))) return [];
     throw new Rtr7Error("RTR7_ERR_INITRAMFS_BUILD", `list the libraries of ${binary}: ldd failed`, { cause });
   }
   return parseLddOutput(binary, output);
+}
+
+/**
+ * Whether an ELF file names a program interpreter (a PT_INTERP program
+ * header): a dynamically linked program does, a static one does not. Read
+ * from the file's own headers (64- or 32-bit, either byte order), so a
+ * failed ldd is judged by what the binary is, not by what ldd printed.
+ */
+export async function hasInterpreter(binary: string): Promise<boolean> {
+  const handle = await open(binary, "r");
+  try {
+    const header = Buffer.alloc(64);
+    await handle.read(header, 0, 64, 0);
+    if (header.readUInt32BE(0) !== 0x7f454c46) return false;
+    const is64 = header[4] === 2;
+    const little = header[5] === 1;
+    const u16 = (buffer: Buffer, at: number): number =>
+      little ? buffer.readUInt16LE(at) : buffer.readUInt16BE(at);
+    const u32 = (buffer: Buffer, at: number): number =>
+      little ? buffer.readUInt32LE(at) : buffer.readUInt32BE(at);
+    const tableOffset = is64
+      ? Number(little ? header.readBigUInt64LE(32) : header.readBigUInt64BE(32))
+      : u32(header, 28);
+    const entrySize = u16(header, is64 ? 54 : 42);
+    const count = u16(header, is64 ? 56 : 44);
+    const table = Buffer.alloc(entrySize * count);
+    await handle.read(table, 0, table.length, tableOffset);
+    const interpreterType = 3;
+    for (let index = 0; index < count; index += 1)
+      if (u32(table, index * entrySize) === interpreterType) return true;
+    return false;
+  } finally {
+    await handle.close();
+  }
 }
