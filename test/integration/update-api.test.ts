@@ -485,6 +485,48 @@ test("POST /reboot uses kexec by default", async (t) => {
   assert.deepEqual(unit.boot.calls, ["reboot kexec=true"]);
 });
 
+test("a cross-site POST with the right password gets 403 and changes nothing; a DNS-rebound Host gets 421", async (t) => {
+  const setup = await unitFor(t, { running: "b", trial: true, committed: "a" });
+  if (!setup) return;
+  const { unit } = setup;
+  // A browser holding the unit's cached credentials, on another site's page.
+  for (const headers of [
+    ["-H", "Origin: http://evil.example"],
+    ["-H", "Sec-Fetch-Site: cross-site"],
+  ]) {
+    for (const url of ["/update/commit", "/update/switch", "/update/testboot", "/reboot"]) {
+      const refused = await unit.curl([...unit.auth, ...headers, "-X", "POST", `${unit.baseUrl}${url}`]);
+      assert.equal(refused.status, 403, `${url} ${headers.join(" ")}`);
+      assert.match(errorLine(refused.body), /^RTR7_ERR_HTTP_CROSS_SITE: /);
+    }
+  }
+  const rebound = await unit.curl([
+    ...unit.auth,
+    "-H",
+    "Host: evil.example",
+    "-X",
+    "POST",
+    `${unit.baseUrl}/update/commit`,
+  ]);
+  assert.equal(rebound.status, 421);
+  assert.deepEqual(unit.boot.calls, [], "a cross-site request reached the boot control");
+  const page = await unit.curl([...unit.auth, `${unit.baseUrl}/`]);
+  assert.equal(page.headers["x-frame-options"], "DENY");
+  assert.equal(page.headers["x-content-type-options"], "nosniff");
+  assert.match(page.headers["content-security-policy"] ?? "", /frame-ancestors 'none'/);
+  // The unit's own page (same origin) and tools (no Origin) still commit.
+  const commit = await unit.curl([
+    ...unit.auth,
+    "-H",
+    `Origin: ${unit.baseUrl}`,
+    "-X",
+    "POST",
+    `${unit.baseUrl}/update/commit`,
+  ]);
+  assert.equal(commit.status, 200, commit.body);
+  assert.deepEqual(unit.boot.calls, ["commit"]);
+});
+
 test("PUT /update/boot replaces the boot partition and keeps the committed slot; a truncated one changes nothing", async (t) => {
   const setup = await unitFor(t);
   if (!setup) return;
