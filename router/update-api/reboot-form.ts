@@ -8,6 +8,7 @@
 // the trial may run uncommitted (gokrazy's clients send no form there).
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import { parseDuration } from "../../lib/duration.js";
+import { quoteInput } from "../../lib/quote.js";
 
 export interface RebootForm {
   kexec: boolean;
@@ -22,7 +23,7 @@ export function parseRebootForm(query: string, body: string): RebootForm {
   for (const [name, value] of new URLSearchParams(body)) fields.set(name, value);
   for (const name of fields.keys()) {
     if (!known.has(name)) {
-      throw formError(`unknown field ${JSON.stringify(name)}; want kexec, async or wait_per_signal`);
+      throw formError(`unknown field ${quoteInput(name)}; want kexec, async or wait_per_signal`);
     }
   }
   const form: RebootForm = {
@@ -45,7 +46,7 @@ function parseSwitch(value: string | null, name: string, fallback: boolean): boo
   const lower = value.toLowerCase();
   if (["on", "true", "1", "yes"].includes(lower)) return true;
   if (["off", "false", "0", "no"].includes(lower)) return false;
-  throw formError(`${name}=${JSON.stringify(value)}: want on or off (true or false)`);
+  throw formError(`${name}=${quoteInput(value)}: want on or off (true or false)`);
 }
 
 function formError(message: string): Rtr7Error {
@@ -63,7 +64,7 @@ export function parseTestbootForm(query: string, body: string): number | undefin
     if (name !== "deadline")
       throw new Rtr7Error(
         "RTR7_ERR_UPDATE_REQUEST",
-        `POST /update/testboot: unknown field ${JSON.stringify(name)}; want deadline`,
+        `POST /update/testboot: unknown field ${quoteInput(name)}; want deadline`,
       );
   }
   const text = fields.get("deadline");

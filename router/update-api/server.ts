@@ -65,6 +65,11 @@ export interface UpdateApiDeps {
   address?: string;
   /** The unit's hostname and listen config, for the request guard's Host check (router/http-guard). */
   unit?: Pick<ServiceConfig, "hostname" | "address" | "listen">;
+  /**
+   * For `npm run bench` only, which measures what the guard costs: no
+   * source, Host or cross-site checks. The password is checked all the same.
+   */
+  withoutRequestGuard?: boolean;
   log: Logger;
   /** Each upload, switch, testboot, commit and reboot, when it has ended (the supervisor counts them). */
   onEvent?: (event: UpdateEvent) => void;
@@ -183,7 +188,8 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   } as const;
 
   // Who may ask (sources, Host, cross-site changes), then the password.
-  guardUnitApp(app, deps.unit ?? { hostname: "localhost", address: "127.0.0.1" }, log);
+  if (deps.withoutRequestGuard !== true)
+    guardUnitApp(app, deps.unit ?? { hostname: "localhost", address: "127.0.0.1" }, log);
   installPasswordGuard(app, { password: deps.password, errorOptions });
 
   installErrorHandlers(app, errorOptions);

@@ -19,6 +19,7 @@ import {
 } from "../../lib/disk/verified-writer.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import { updateHashHeader } from "../../lib/wire/update-protocol.js";
+import { quoteInput } from "../../lib/quote.js";
 
 export type { HashAlgorithm, StreamHash };
 
@@ -30,7 +31,7 @@ export function requestedHashAlgorithm(value: string | string[] | undefined): Ha
   if (value === "crc32") return "crc32";
   throw new Rtr7Error(
     "RTR7_ERR_UPDATE_REQUEST",
-    `X-Gokrazy-Update-Hash: got ${JSON.stringify(value)}, want "crc32" or none (SHA-256)`,
+    `X-Gokrazy-Update-Hash: got ${quoteInput(String(value))}, want "crc32" or none (SHA-256)`,
   );
 }
 

@@ -17,7 +17,7 @@ import { isRtr7Error } from "../../lib/errors.js";
 import type { UnitPaths } from "../../router/unit.js";
 import { basicAuthChecker, parseBasicAuthorization } from "../../router/update-api/basic-auth.js";
 import { passwordFileName, readOrCreatePassword } from "../../router/update-api/password.js";
-import { parseRebootForm } from "../../router/update-api/reboot-form.js";
+import { parseRebootForm, parseTestbootForm } from "../../router/update-api/reboot-form.js";
 import {
   checkBootable,
   readSlotStates,
@@ -324,4 +324,19 @@ test("the reboot form: kexec on by default, body over query, bad values refused"
       (error) => isRtr7Error(error, "RTR7_ERR_UPDATE_REQUEST") && pattern.test(error.message),
     );
   }
+});
+
+test("form errors quote at most a short prefix of a hostile value (a 4000-digit deadline is not echoed back)", () => {
+  const cases: [() => unknown, number][] = [
+    [() => parseTestbootForm("", `deadline=${"9".repeat(4000)}`), 4000],
+    [() => parseRebootForm(`kexec=${"x".repeat(5000)}`, ""), 5000],
+    [() => parseRebootForm("", `${"f".repeat(3000)}=1`), 3000],
+  ];
+  for (const [parse, length] of cases)
+    assert.throws(parse, (error) => {
+      assert.ok(isRtr7Error(error, "RTR7_ERR_UPDATE_REQUEST"));
+      assert.ok(error.message.length < 250, `the error quotes ${error.message.length} characters`);
+      assert.match(error.message, new RegExp(`\\(${length} characters\\)`));
+      return true;
+    });
 });
