@@ -14,7 +14,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Rtr7Error, describeError, errorCatalogue, type ErrorCode } from "./errors.js";
 import type { Logger } from "./log.js";
 
-export const jsonContentType = "application/json";
+import { jsonContentType } from "./wire/update-protocol.js";
+
+export { jsonContentType };
 
 /** The one error body of rtr7's HTTP servers. */
 export interface ErrorBody {

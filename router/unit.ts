@@ -2,7 +2,6 @@
 // and every service: the two root slots, and the configuration each service
 // is started with (passed as JSON in RTR7_SERVICE_CONFIG, so a service is a
 // plain process that the supervisor can kill and restart).
-import { rootSlotPartition } from "../lib/wire/disk-layout.js";
 import { unitPorts } from "../lib/wire/update-protocol.js";
 
 export const slots = ["a", "b"] as const;
@@ -11,10 +10,6 @@ export type Slot = (typeof slots)[number];
 
 export function otherSlot(slot: Slot): Slot {
   return slot === "a" ? "b" : "a";
-}
-
-export function slotPartitionNumber(slot: Slot): 2 | 3 {
-  return rootSlotPartition(slot);
 }
 
 export function isSlot(value: unknown): value is Slot {

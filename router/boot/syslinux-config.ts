@@ -6,9 +6,9 @@
 // accident. The image builder writes this file, the update API rewrites the
 // DEFAULT line on switch and commit.
 import { Rtr7Error } from "../../lib/errors.js";
-import { partitionUuid } from "../../lib/wire/disk-layout.js";
+import { partitionUuid, rootSlotPartition } from "../../lib/wire/disk-layout.js";
 import { unitCmdlineKeys } from "../../lib/wire/kernel-cmdline.js";
-import { slotPartitionNumber, slots, type Slot } from "../unit.js";
+import { slots, type Slot } from "../unit.js";
 
 export const bootFiles = {
   config: "syslinux.cfg",
@@ -31,7 +31,7 @@ export interface BootConfig {
 }
 
 export function slotKernelParameters(diskId: number, slot: Slot, extra = ""): string {
-  const root = `root=PARTUUID=${partitionUuid(diskId, slotPartitionNumber(slot))}`;
+  const root = `root=PARTUUID=${partitionUuid(diskId, rootSlotPartition(slot))}`;
   return [root, commonKernelParameters, `${unitCmdlineKeys.slot}=${slot}`, extra]
     .filter((part) => part !== "")
     .join(" ");

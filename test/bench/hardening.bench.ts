@@ -17,6 +17,7 @@ import { buildUpdateApi } from "../../router/update-api/server.js";
 import { FakeBootControl, makeMbrSector } from "../integration/update-api-fixture.js";
 import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 import { compare, printComparisons, timeCommand } from "./harness.js";
+import { curlPushArgs } from "../helpers/curl.js";
 
 const sizeMiB = 256;
 const rounds = Number(process.env.RTR7_BENCH_HARDENING_ROUNDS ?? 5);
@@ -52,18 +53,7 @@ async function main(): Promise<void> {
     const plain = await unitApi(path.join(work, "plain"), false);
     const hardened = await unitApi(path.join(work, "hardened"), true);
     try {
-      const push = (url: string) => () =>
-        timeCommand("curl", [
-          "-sS",
-          "--fail",
-          "-o",
-          "/dev/null",
-          "-u",
-          `gokrazy:${password}`,
-          "-T",
-          image,
-          url,
-        ]);
+      const push = (url: string) => () => timeCommand("curl", curlPushArgs(password, image, url));
       const result = await compare(
         `PUT ${sizeMiB} MiB root`,
         { name: "hardened", run: push(hardened.url) },

@@ -21,6 +21,7 @@ import { startLabUnitPair } from "../helpers/lab-unit-pair.js";
 import { repoPath } from "../helpers/paths.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 import { compare, printComparisons, timeCommand } from "./harness.js";
+import { curlPushArgs } from "../helpers/curl.js";
 
 const sizeMiB = 256;
 const unitAddress = "10.94.0.2";
@@ -116,18 +117,12 @@ async function main(): Promise<void> {
       const started = performance.now();
       await workstation.exec(
         "curl",
-        [
-          "-sS",
-          "--fail",
-          "-o",
-          "/dev/null",
-          "-u",
-          `gokrazy:${password}`,
-          "-T",
+        curlPushArgs(
+          password,
           image,
-          ...(hash === "crc32" ? ["-H", "X-Gokrazy-Update-Hash: crc32"] : []),
           `http://${unitAddress}/update/root`,
-        ],
+          hash === "crc32" ? ["-H", "X-Gokrazy-Update-Hash: crc32"] : [],
+        ),
         { timeoutMs: 300_000 },
       );
       return performance.now() - started;

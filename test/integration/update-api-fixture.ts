@@ -23,6 +23,7 @@ import { listenUnitApp } from "../../router/http-guard/serve.js";
 import { buildUpdateApi, type UpdateApiDeps, type UpdateEvent } from "../../router/update-api/server.js";
 import { readSlotStates, type SlotState } from "../../router/update-api/slot-state.js";
 import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
+import { spawnSync } from "node:child_process";
 
 export const MiB = 1024 * 1024;
 export const rootSlotBytes = 64 * MiB;
@@ -309,4 +310,29 @@ export async function startUnit(
     },
   };
   return unit;
+}
+
+/** Why the update API's image tests cannot run here, or undefined when they can. */
+export function missingImageTool(): string | undefined {
+  const missing = ["mksquashfs", "mcopy", "curl"].find(
+    (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0,
+  );
+  return missing === undefined ? undefined : `needs ${missing}: run scripts/setup.sh`;
+}
+
+/**
+ * A unit running a 1 MiB squashfs on committed slot a (startUnit), and a
+ * second image, `next`, for a real update; all removed when the test ends.
+ */
+export async function unitWithNextImage(
+  t: TestContext,
+  label: string,
+  extra: Partial<UpdateApiDeps> = {},
+): Promise<{ unit: TestUnit; next: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), `rtr7-update-${label}-`));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const running = await makeSquashfs(dir, "running", MiB);
+  const next = await makeSquashfs(dir, "next", MiB);
+  const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running, extra);
+  return { unit, next };
 }

@@ -4,27 +4,18 @@
 // changed, the API still answers, and a real update still succeeds.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import net from "node:net";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { head, makeSquashfs, MiB, sha256, sha256File, startUnit } from "./update-api-fixture.js";
+import { readFile } from "node:fs/promises";
+import { head, missingImageTool, sha256, sha256File, unitWithNextImage } from "./update-api-fixture.js";
 import { fuzzHttp } from "./http-fuzz.js";
 
-const missing = ["mksquashfs", "mcopy", "curl"].find(
-  (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0,
-);
+const skip = missingImageTool() ?? false;
 
 test(
   "10,000 malformed requests change no byte of any slot, and a real update succeeds afterwards",
-  { skip: missing === undefined ? false : `needs ${missing}: run scripts/setup.sh`, timeout: 300_000 },
+  { skip, timeout: 300_000 },
   async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-fuzz-"));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const running = await makeSquashfs(dir, "running", MiB);
-    const next = await makeSquashfs(dir, "next", MiB);
-    const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running);
+    const { unit, next } = await unitWithNextImage(t, "fuzz");
     const files = [unit.paths.roots.a, unit.paths.roots.b, unit.paths.boot, unit.paths.mbr];
     const before = await Promise.all(files.map(sha256File));
 
@@ -52,13 +43,9 @@ test(
 
 test(
   "300 idle sockets from one host do not stop a real update from another",
-  { skip: missing === undefined ? false : `needs ${missing}: run scripts/setup.sh`, timeout: 120_000 },
+  { skip, timeout: 120_000 },
   async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-idle-"));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const running = await makeSquashfs(dir, "running", MiB);
-    const next = await makeSquashfs(dir, "next", MiB);
-    const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running);
+    const { unit, next } = await unitWithNextImage(t, "idle");
     const idle: net.Socket[] = [];
     for (let index = 0; index < 300; index += 1) {
       const socket = net.connect({ port: unit.port, host: "127.0.0.1", localAddress: "127.0.0.1" });

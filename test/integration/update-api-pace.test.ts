@@ -5,17 +5,12 @@
 // client that never sends its form holds nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { head, makeSquashfs, MiB, sha256, startUnit, type TestUnit } from "./update-api-fixture.js";
+import { head, missingImageTool, sha256, unitWithNextImage, type TestUnit } from "./update-api-fixture.js";
 
-const missing = ["mksquashfs", "mcopy", "curl"].find(
-  (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0,
-);
+const skip = missingImageTool() ?? false;
 
 /** A raw connection with the unit's credentials in the request head. */
 async function rawRequest(unit: TestUnit, head: string): Promise<net.Socket> {
@@ -29,14 +24,10 @@ async function rawRequest(unit: TestUnit, head: string): Promise<net.Socket> {
 
 test(
   "a trickling upload is cut off, its slot left invalid, and the next update gets through; a slow form holds no lock",
-  { skip: missing === undefined ? false : `needs ${missing}: run scripts/setup.sh`, timeout: 120_000 },
+  { skip, timeout: 120_000 },
   async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "rtr7-update-pace-"));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const running = await makeSquashfs(dir, "running", MiB);
-    const next = await makeSquashfs(dir, "next", MiB);
     // Small limits, so the test takes seconds: idle 3 s, 1 KiB/s after 5 s, 20 s in all.
-    const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, running, {
+    const { unit, next } = await unitWithNextImage(t, "pace", {
       uploadIdleTimeoutMs: 3000,
       uploadPace: { minBytesPerSecond: 1024, graceMs: 5000, deadlineMs: 20_000 },
     });

@@ -24,6 +24,7 @@ import { isRoot, Netns } from "../helpers/netns.js";
 import { startLabUnitPair, type LabUnitPair } from "../helpers/lab-unit-pair.js";
 import { repoPath } from "../helpers/paths.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
+import { curlPushArgs } from "../helpers/curl.js";
 
 const unitAddress = "10.92.0.2";
 const workstationAddress = "10.92.0.1";
@@ -244,19 +245,10 @@ describe("the unit target against a process-mode unit", { skip }, () => {
 
   test("a busy unit: refused before any byte with no retry time; waited for with some", async () => {
     const image = path.join(v1, "root.img");
-    const slow = workstation.start("curl", [
-      "-sS",
-      "--fail",
-      "-o",
-      "/dev/null",
-      "-u",
-      `gokrazy:${password}`,
-      "-T",
-      image,
-      "--limit-rate",
-      "20M",
-      `http://${unitAddress}/update/root`,
-    ]);
+    const slow = workstation.start(
+      "curl",
+      curlPushArgs(password, image, `http://${unitAddress}/update/root`, ["--limit-rate", "20M"]),
+    );
     await new Promise((resolve) => setTimeout(resolve, 700));
     const refused = await call({ op: "push", target: "mbr", file: path.join(v2, "mbr.img"), busyRetryMs: 0 });
     assert.equal(refused.code, "RTR7_ERR_UPDATE_BUSY", refused.message);

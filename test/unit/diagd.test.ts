@@ -5,7 +5,7 @@
 // disappears, the supervisor's file), all through fastify's inject().
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { silentLogger } from "../../lib/log.js";
 import type { HealthReport } from "../../lib/wire/health.js";
@@ -23,6 +23,7 @@ import { parseTargets } from "../../router/diagd/targets.js";
 import { writeSupervisorState } from "../../router/supervisor/state.js";
 import type { ServiceConfig } from "../../router/unit.js";
 import { scratchDir } from "../helpers/scratch.js";
+import { fileBackedUnitPaths } from "../helpers/unit-paths.js";
 
 test("parseDefaultRoutes: default routes with a gateway, lowest metric first, in host byte order", () => {
   const text = [
@@ -120,15 +121,7 @@ function up(operstate: string, carrier: boolean): LinkState {
 }
 
 async function unitConfig(dir: string): Promise<ServiceConfig> {
-  const paths = {
-    boot: path.join(dir, "boot.img"),
-    roots: { a: path.join(dir, "root-a.img"), b: path.join(dir, "root-b.img") },
-    mbr: path.join(dir, "mbr.img"),
-    perm: path.join(dir, "perm"),
-    etc: path.join(dir, "etc"),
-    run: path.join(dir, "run"),
-  };
-  for (const sub of [paths.perm, paths.etc, paths.run]) await mkdir(sub, { recursive: true });
+  const paths = await fileBackedUnitPaths(dir);
   return {
     mode: "process",
     hostname: "unit<1>",
