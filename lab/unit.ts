@@ -18,8 +18,7 @@ import { Rtr7Error } from "../lib/errors.js";
 import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
 import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../lib/wire/disk-layout.js";
-import { readBootFile } from "../router/boot/boot-partition.js";
-import { bootFiles, parseSyslinuxConfig } from "../router/boot/syslinux-config.js";
+import { readBootConfig } from "../router/boot/boot-partition.js";
 import type { NextBoot } from "../router/boot/boot-control.js";
 import { nextBootFile, processUnitPaths } from "../router/process-mode.js";
 import { isSlot, type Slot } from "../router/unit.js";
@@ -136,7 +135,7 @@ async function extractSlot(dir: string, slotFile: string): Promise<string> {
 }
 
 async function committedSlot(bootImage: string): Promise<Slot> {
-  return parseSyslinuxConfig((await readBootFile(bootImage, bootFiles.config)).toString("utf8")).defaultSlot;
+  return (await readBootConfig(bootImage)).defaultSlot;
 }
 
 async function takeNextBoot(dir: string): Promise<NextBoot | undefined> {

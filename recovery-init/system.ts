@@ -5,6 +5,7 @@
 import { execFile } from "node:child_process";
 import { access, readFile, readdir, writeFile, chmod, mkdir } from "node:fs/promises";
 import { promisify } from "node:util";
+import { permMke2fsArguments } from "../lib/wire/perm-filesystem.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -153,7 +154,8 @@ export const busyboxSystem: UnitSystem = {
 
   async makeExt4(device, label) {
     try {
-      await execFileAsync("/sbin/mke2fs", ["-q", "-t", "ext4", "-L", label, device], { timeout: 300_000 });
+      // ext4 with its journal, which the unit's state relies on (lib/wire/perm-filesystem.ts).
+      await execFileAsync("/sbin/mke2fs", permMke2fsArguments(device, label), { timeout: 300_000 });
     } catch (error) {
       const failed = error as { stderr?: string; message: string };
       throw new Error(`mke2fs ${device}: ${failed.stderr?.trim() || failed.message}`, { cause: error });

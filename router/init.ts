@@ -14,8 +14,7 @@ import { promisify } from "node:util";
 import { createLogger } from "../lib/log.js";
 import { partitionDevice, partitionNumbers } from "../lib/wire/disk-layout.js";
 import type { NextBoot } from "./boot/boot-control.js";
-import { copyBootFileOut, readBootFile } from "./boot/boot-partition.js";
-import { bootFiles, parseSyslinuxConfig } from "./boot/syslinux-config.js";
+import { copyBootFileOut, readBootConfig } from "./boot/boot-partition.js";
 import { readBuildInfo } from "./build-info.js";
 import { runSuite } from "./suite.js";
 import type { ServiceSpec } from "./supervisor/supervisor.js";
@@ -23,6 +22,7 @@ import { isSlot, unitPorts, type ServiceConfig, type Slot, type UnitPaths } from
 import { modulesListPath } from "../lib/wire/image-paths.js";
 import { cmdlineValues, unitCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
 import { readListenConfig } from "./http-guard/listen-config.js";
+import { mountUnitPerm } from "./perm-mount.js";
 
 const execFileAsync = promisify(execFile);
 const busybox = "/bin/busybox";
@@ -201,7 +201,7 @@ async function rebootUnit(paths: UnitPaths, next: NextBoot): Promise<void> {
   await bb("umount", [paths.perm]).catch((error: Error) => say(`umount /perm: ${error.message}`));
   if (next.kexec) {
     try {
-      const config = parseSyslinuxConfig((await readBootFile(paths.boot, bootFiles.config)).toString("utf8"));
+      const config = await readBootConfig(paths.boot);
       const label = config.labels[next.slot];
       if (!label) throw new Error(`syslinux.cfg has no label ${next.slot}`);
       await copyBootFileOut(paths.boot, label.kernel, "/tmp/kexec-kernel");
@@ -256,7 +256,15 @@ export async function runUnitInit(): Promise<void> {
     run: "/run/rtr7",
   };
   try {
-    await bb("mount", ["-t", "ext4", partitionDevice(disk, partitionNumbers.perm), "/perm"]);
+    // ext4's journal with data=ordered and barriers, named explicitly (they
+    // are its defaults): what slots.json, trial.json and gokr-pw.txt rely on
+    // to survive a power cut (lib/wire/perm-filesystem.ts).
+    await mountUnitPerm(
+      partitionDevice(disk, partitionNumbers.perm),
+      "/perm",
+      (args) => bb("mount", args),
+      say,
+    );
   } catch (error) {
     say(`/perm did not mount (${(error as Error).message}); running with an empty /perm in memory`);
     await mountQuietly("tmpfs", "tmpfs", "/perm");

@@ -4,7 +4,7 @@
 // reboot is this process writing DIR/run/next-boot.json and exiting: the
 // lab's loop then plays firmware and boot loader.
 import { mkdir } from "node:fs/promises";
-import { writeFileAtomically } from "../lib/atomic-file.js";
+import { writeNextBoot } from "./next-boot.js";
 import { networkInterfaces } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -26,7 +26,7 @@ export function processUnitPaths(dir: string, etc: string): UnitPaths {
   };
 }
 
-export const nextBootFile = (dir: string): string => path.join(dir, "run", "next-boot.json");
+export { nextBootFile } from "./next-boot.js";
 
 /** The interface that holds `address`, for diagd's checks. */
 export function interfaceHolding(address: string): string | undefined {
@@ -81,8 +81,7 @@ export async function runProcessMode(argv: string[], init: string): Promise<void
     log,
     say,
     reboot: async (next: NextBoot) => {
-      const file = nextBootFile(dir);
-      await writeFileAtomically(file, JSON.stringify(next) + "\n");
+      await writeNextBoot(dir, next);
       process.exit(0);
     },
   });

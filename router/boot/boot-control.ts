@@ -1,17 +1,17 @@
 // Which root slot the unit boots: the interface the update API drives
 // (switch, testboot, commit, reboot). The implementation keeps the
-// committed slot as syslinux.cfg's DEFAULT on the boot partition and reaches
-// a slot on trial only by kexec, so anything that goes wrong in a trial (a
+// committed slot as syslinux.cfg's DEFAULT on the boot partition (one
+// sector, rewritten in place: lib/wire/boot-config.ts) and reaches a slot
+// on trial only by kexec, so anything that goes wrong in a trial (a
 // panic, an init that exits, a missed commit deadline, a power cut) ends in
 // a real boot of the committed slot.
-import { readFile, rm } from "node:fs/promises";
-import { writeFileAtomically } from "../../lib/atomic-file.js";
+import { readFile } from "node:fs/promises";
+import { removeDurably, writeFileAtomically } from "../../lib/atomic-file.js";
 import path from "node:path";
 import { Rtr7Error } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
 import type { Slot, UnitPaths } from "../unit.js";
-import { readBootFile, writeBootFile } from "./boot-partition.js";
-import { bootFiles, parseSyslinuxConfig, withDefaultSlot } from "./syslinux-config.js";
+import { readBootConfig, writeBootConfig } from "./boot-partition.js";
 
 export interface RebootOptions {
   /** Start the next kernel with kexec (default) instead of through the firmware. */
@@ -79,18 +79,21 @@ export class SyslinuxBootControl implements BootControl {
     return { slot: this.options.slot, trial: this.trial };
   }
 
-  private async config(): Promise<string> {
-    return (await readBootFile(this.options.paths.boot, bootFiles.config)).toString("utf8");
-  }
-
   async committedSlot(): Promise<Slot> {
-    return parseSyslinuxConfig(await this.config()).defaultSlot;
+    return (await readBootConfig(this.options.paths.boot)).defaultSlot;
   }
 
   private async setDefault(slot: Slot): Promise<void> {
-    const before = await this.config();
-    const after = withDefaultSlot(before, slot);
-    if (after !== before) await writeBootFile(this.options.paths.boot, bootFiles.config, Buffer.from(after));
+    const { boot } = this.options.paths;
+    const config = await readBootConfig(boot);
+    if (config.defaultSlot === slot) return;
+    await writeBootConfig(
+      boot,
+      { ...config, defaultSlot: slot },
+      {
+        warn: (message) => this.options.log.warn(message),
+      },
+    );
   }
 
   async switchTo(slot: Slot): Promise<void> {
@@ -111,10 +114,11 @@ export class SyslinuxBootControl implements BootControl {
 
   async commit(): Promise<Slot> {
     const { slot } = this.options;
+    this.options.log.info({ slot }, `committing slot ${slot}: its DEFAULT line is one sector write`);
     await this.setDefault(slot);
     this.trial = false;
     this.pending = undefined;
-    await rm(trialRecordPath(this.options.paths), { force: true });
+    await removeDurably(trialRecordPath(this.options.paths));
     this.options.onCommit?.();
     this.options.log.info({ slot }, `Committed: slot ${slot} is now the default boot.`);
     return slot;
@@ -156,6 +160,13 @@ interface TrialRecord {
   deadlineMs: number;
 }
 
+// The trial record (<perm>/rtr7/trial.json) is written atomically (temp
+// file, fsync, rename, directory fsync) and removed durably (unlink, then
+// directory fsync), so a power cut leaves the old record or the new (for a
+// removal: the record or none), never a torn one. Once a removal has
+// returned it stays done; a cut before that only makes the next boot settle
+// the record again (after a commit: nothing to report; after a rollback:
+// reported twice).
 function trialRecordPath(paths: UnitPaths): string {
   return path.join(paths.perm, "rtr7", "trial.json");
 }
@@ -187,6 +198,6 @@ export async function settleTrialRecord(
     return {};
   }
   if (running.trial && record.slot === running.slot) return {};
-  await rm(file, { force: true });
+  await removeDurably(file);
   return record.slot !== running.slot ? { rolledBackFrom: record.slot } : {};
 }

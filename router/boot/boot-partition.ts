@@ -2,13 +2,24 @@
 // (mcopy), which works the same on a block device (/dev/vda1 on a unit) and
 // on an image file (DIR/boot.img in process mode) and needs no vfat mount:
 // this machine's kernel has no vfat, and the unit never has the partition
-// mounted, so an update cannot leave it mounted half-written.
+// mounted, so an update cannot leave it mounted half-written. mtools only
+// ever writes files no boot reads (the inactive slot's kernel); the boot
+// configuration, which every boot reads, is rewritten here in place as one
+// sector (lib/wire/boot-config.ts), found through lib/disk/fat32.ts.
 import { execFile } from "node:child_process";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { Rtr7Error } from "../../lib/errors.js";
+import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import { locateRootFile, type ReadAt } from "../../lib/disk/fat32.js";
+import { Rtr7Error, describeError } from "../../lib/errors.js";
+import {
+  bootConfigFile,
+  parseBootConfig,
+  renderBootConfig,
+  type BootConfig,
+} from "../../lib/wire/boot-config.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -52,20 +63,147 @@ export async function copyBootFileOut(boot: string, name: string, destination: s
   );
 }
 
-/** Replaces `name` in the boot partition with `data`, then flushes the partition to disk. */
+/**
+ * Replaces `name` (a path such as "b/vmlinuz"; its directory is made if
+ * missing) in the boot partition with `data`, then flushes the partition
+ * to disk. Not atomic: only for files no boot reads while it runs.
+ */
 export async function writeBootFile(boot: string, name: string, data: Buffer): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), "rtr7-boot-"));
   try {
-    const source = path.join(dir, name);
+    const source = path.join(dir, path.basename(name));
     await writeFile(source, data);
+    const directory = path.posix.dirname(name);
+    if (directory !== ".") await makeBootDirectory(boot, directory);
     await mcopy(["-n", "-o", "-i", boot, source, `::${name}`], `write ${name} to the boot partition ${boot}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+  await syncTarget(boot);
+}
+
+/** mmd ::DIR, unless it exists (mdir finds it). */
+async function makeBootDirectory(boot: string, directory: string): Promise<void> {
+  const mtool = (tool: string, args: string[]) =>
+    execFileAsync(tool, ["-i", boot, ...args], { env: mtoolsEnv(), timeout: 60_000 });
+  const exists = await mtool("mdir", ["-b", `::${directory}`]).then(
+    () => true,
+    () => false,
+  );
+  if (exists) return;
+  try {
+    await mtool("mmd", [`::${directory}`]);
+  } catch (cause) {
+    const failed = cause as { code?: string; stderr?: string };
+    throw new Rtr7Error(
+      "RTR7_ERR_BOOT_CONFIG",
+      `make ${directory} on the boot partition ${boot}: ${failed.code === "ENOENT" ? "mmd (mtools) is not installed" : failed.stderr?.trim() || String(cause)}`,
+      { cause },
+    );
+  }
+}
+
+async function syncTarget(boot: string): Promise<void> {
   const handle = await open(boot, "r+");
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
+}
+
+/** Reads ranges of a partition or image file. */
+export function partitionReader(target: string): ReadAt {
+  return async (offset, length) => {
+    const handle = await open(target, "r");
+    try {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      return buffer.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  };
+}
+
+/** Where the boot configuration lies when one sector write can replace it. */
+export interface BootConfigSector {
+  /** Byte offset of its sector in the partition. */
+  offset: number;
+  /** Its size: every rewrite is padded to it, so the directory entry never changes. */
+  size: number;
+  sectorBytes: number;
+}
+
+/**
+ * The sector holding syslinux.cfg, or undefined when it does not sit whole
+ * in one sector (a boot partition made by hand, or a file of more than 512
+ * bytes): then it can only be rewritten by mtools.
+ */
+export async function bootConfigSector(boot: string): Promise<BootConfigSector | undefined> {
+  const extent = await locateRootFile(partitionReader(boot), bootConfigFile);
+  if (!extent || extent.clusters.length !== 1 || extent.size === 0) return undefined;
+  const { sectorBytes } = extent.geometry;
+  if (extent.size > sectorBytes) return undefined;
+  return { offset: extent.offsets[0] ?? 0, size: extent.size, sectorBytes };
+}
+
+export async function readBootConfig(boot: string): Promise<BootConfig> {
+  return parseBootConfig((await readBootFile(boot, bootConfigFile)).toString("utf8"));
+}
+
+/**
+ * Writes `config` to the boot partition. Where the file sits in one sector
+ * (every partition rtr7 builds), that sector is rewritten in place, fsynced
+ * and read back past the page cache: a power cut leaves the old sector or
+ * the new. Otherwise mtools writes it (not power-safe, and said so in the
+ * log); the new file is one sector, so the next rewrite is in place.
+ */
+export async function writeBootConfig(
+  boot: string,
+  config: BootConfig,
+  options: { device?: DiskDevice; warn?: (message: string) => void } = {},
+): Promise<"sector" | "file"> {
+  const sector = await bootConfigSector(boot);
+  if (!sector) {
+    options.warn?.(
+      `${bootConfigFile} on ${boot} does not sit in one sector: rewriting it with mtools, which a power cut could tear; it is one sector from now on`,
+    );
+    await writeBootFile(boot, bootConfigFile, renderBootConfig(config));
+    return "file";
+  }
+  const text = renderBootConfig(config, sector.size);
+  const block = await partitionReader(boot)(sector.offset, sector.sectorBytes);
+  if (block.length !== sector.sectorBytes)
+    throw new Rtr7Error("RTR7_ERR_BOOT_CONFIG", `${boot}: the sector of ${bootConfigFile} lies past its end`);
+  text.copy(block, 0);
+  const device = options.device ?? fsDisk();
+  try {
+    const writer = await device.openWriter(boot);
+    try {
+      await writer.write(block, sector.offset);
+      await writer.sync();
+    } finally {
+      await writer.close();
+    }
+    const reader = await device.openReader(boot);
+    const seen: Buffer[] = [];
+    try {
+      await reader.dropCache();
+      await reader.readRange(sector.offset, sector.offset + sector.sectorBytes, (bytes) =>
+        seen.push(Buffer.from(bytes)),
+      );
+    } finally {
+      await reader.close();
+    }
+    if (!Buffer.concat(seen).equals(block))
+      throw new Error(`read back differs from what was written at byte ${sector.offset}`);
+  } catch (cause) {
+    throw new Rtr7Error(
+      "RTR7_ERR_BOOT_CONFIG",
+      `write ${bootConfigFile} (${boot}, one sector at byte ${sector.offset}): ${describeError(cause)}`,
+      { cause },
+    );
+  }
+  return "sector";
 }

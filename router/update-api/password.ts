@@ -2,13 +2,17 @@
 // the file's content with surrounding whitespace (the trailing newline)
 // trimmed, as gokrazy's tools trim the workstation's http-password.txt. A unit
 // without one gets a random password on first start, written 0600 and
-// atomically (temp file, fsync, then link(2), which fails if another process
-// created the file meanwhile, so two first starts agree on one password);
-// the supervisor prints it on the console once, when `created` is true.
+// atomically: a hidden temporary file (lib/atomic-file.ts names it), fsync,
+// then link(2), which fails if another process created the file meanwhile,
+// so two first starts agree on one password, then an fsync of /perm so the
+// new name survives a power cut. An empty file (no password: a person made
+// it) is replaced by rename(2) instead, so a cut leaves the empty file or
+// the new password, never no file. The supervisor prints the password on
+// the console once, when `created` is true.
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, readFile, unlink } from "node:fs/promises";
+import { link, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
-import { syncDirectory } from "../../lib/atomic-file.js";
+import { syncDirectory, temporaryPathFor } from "../../lib/atomic-file.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 
 export const passwordFileName = "gokr-pw.txt";
@@ -33,7 +37,7 @@ export async function readOrCreatePassword(
   if (existing !== undefined && existing !== "") return { password: existing, created: false };
 
   const password = randomPassword(random);
-  const temporary = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const temporary = temporaryPathFor(file);
   try {
     await mkdir(permDir, { recursive: true });
     const handle = await open(temporary, "wx", 0o600);
@@ -44,17 +48,20 @@ export async function readOrCreatePassword(
       await handle.close();
     }
     if (existing === "") {
-      // An empty file holds no usable password: replace it.
-      await unlink(file);
-    }
-    try {
-      await link(temporary, file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      // Another process wrote one first: use it.
-      const theirs = await readPasswordFile(file);
-      if (theirs) return { password: theirs, created: false };
-      throw error;
+      // An empty file holds no usable password: replace it in one step.
+      await rename(temporary, file);
+    } else {
+      try {
+        await link(temporary, file);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+        // Another process wrote one first: use it.
+        const theirs = await readPasswordFile(file);
+        if (theirs) return { password: theirs, created: false };
+        throw error;
+      }
+      // Drop the second name before the sync, so one directory fsync makes both durable.
+      await unlink(temporary);
     }
     await syncDirectory(permDir);
     return { password, created: true };

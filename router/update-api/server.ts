@@ -28,8 +28,8 @@ import { sendJson, wantsJson } from "./http-errors.js";
 import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
 import { checkBootable, readSlotStates } from "./slot-state.js";
 import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
+import { uploadBoot, type BootWrite } from "./boot-upload.js";
 import {
-  uploadBoot,
   uploadMbr,
   uploadRoot,
   type UploadContext,
@@ -81,6 +81,8 @@ export interface UpdateApiDeps {
   now?: () => Date;
   /** The disk the slots, boot partition and MBR are on; default node:fs (tests inject one that flips a byte). */
   disk?: DiskDevice;
+  /** How boot uploads are written; default what /perm/rtr7/update.json says, else "files". */
+  bootWrite?: BootWrite;
 }
 
 type UploadKind = "root" | "boot" | "bootonly" | "mbr";
@@ -121,7 +123,14 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   const log = deps.log.child({ subsystem: "update-api" });
   const lock = new UpdateLock();
   const now = deps.now ?? (() => new Date());
-  const context: UploadContext = { paths: deps.paths, boot: deps.boot, log, now, disk: deps.disk };
+  const context: UploadContext = {
+    paths: deps.paths,
+    boot: deps.boot,
+    log,
+    now,
+    disk: deps.disk,
+    bootWrite: deps.bootWrite,
+  };
   const pace = {
     ...defaultUploadPace,
     ...(deps.uploadIdleTimeoutMs === undefined ? {} : { timeoutMs: deps.uploadIdleTimeoutMs }),

@@ -5,13 +5,12 @@
 //    first byte, "complete" after the fsync, and on any failure after the
 //    first byte "invalid" with its first 4 KiB zeroed, so no half image ever
 //    looks like a squashfs;
-//  - boot: staged in a temp file under paths.run first, so an upload that
-//    ends early never touches the boot partition; then copied onto it, and
-//    syslinux.cfg's DEFAULT set back to the slot it named before, so a new
-//    boot image never changes which slot boots;
-//  - mbr: at most one sector; only bytes 0..439 (boot code) are written:
-//    440..511 hold the disk identifier and the partition table, which updates
-//    never change. gokrazy's packer sends 446 bytes (boot code, its disk
+//  - boot and bootonly: router/update-api/boot-upload.ts (the inactive
+//    slot's kernel and initrd, written beside the committed slot's);
+//  - mbr: at most one sector; only bytes 0..439 (boot code) are written,
+//    and only when they differ from what the disk holds (one sector write,
+//    which a power cut cannot tear): 440..511 hold the disk identifier and
+//    the partition table, which updates never change. gokrazy's packer sends 446 bytes (boot code, its disk
 //    signature, two zero bytes); the reply hashes all that was sent, because
 //    that is what the client compares: the 440 bytes as read back, then the
 //    rest as received.
@@ -20,11 +19,7 @@
 // a read-back that differs from what was received is RTR7_ERR_UPDATE_VERIFY
 // instead of a hash (a root slot is then marked invalid, as after any
 // failure once its first byte was written).
-import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, open, rm } from "node:fs/promises";
-import path from "node:path";
-import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import type { DiskDevice } from "../../lib/disk/device.js";
 import { writeVerified } from "../../lib/disk/verified-writer.js";
 import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
@@ -52,6 +47,8 @@ export interface UploadContext {
   now: () => Date;
   /** The disk the targets are on (tests inject one that flips a byte); default node:fs. */
   disk?: DiskDevice;
+  /** How PUT /update/boot reaches the partition (router/update-api/boot-upload.ts); default /perm/rtr7/update.json's. */
+  bootWrite?: "files" | "image";
 }
 
 export interface UploadRequest {
@@ -79,14 +76,17 @@ export const mbrMaxUploadBytes = 512;
 /** Zeroed at the start of a slot whose upload failed: more than a squashfs superblock (96 bytes). */
 const invalidatedHeadBytes = 4096;
 
-/** The slot PUT /update/root writes; throws 409 when that slot is the one the unit would fall back to. */
-export async function rootUploadSlot(context: UploadContext): Promise<Slot> {
+/**
+ * The slot PUT /update/root (and /update/boot, for the slot's kernel)
+ * writes; throws 409 when that slot is the one the unit would fall back to.
+ */
+export async function inactiveUploadSlot(context: UploadContext, what = "PUT /update/root"): Promise<Slot> {
   const running = context.boot.running();
   const inactive = otherSlot(running.slot);
   if (running.trial) {
     throw new Rtr7Error(
       "RTR7_ERR_UPDATE_BUSY",
-      `PUT /update/root: the unit runs slot ${running.slot} on trial; commit it or reboot into the committed slot before uploading: the other slot (${inactive}) is the fallback`,
+      `${what}: the unit runs slot ${running.slot} on trial; commit it or reboot into the committed slot before uploading: the other slot (${inactive}) is the fallback`,
       {
         hint: `POST /update/commit keeps slot ${running.slot}; POST /reboot returns to slot ${inactive}. Then upload again.`,
       },
@@ -102,7 +102,7 @@ export async function rootUploadSlot(context: UploadContext): Promise<Slot> {
   if (committed === inactive) {
     throw new Rtr7Error(
       "RTR7_ERR_UPDATE_BUSY",
-      `PUT /update/root: slot ${inactive} is committed (syslinux.cfg's DEFAULT): the next boot runs it, so an upload must not overwrite it`,
+      `${what}: slot ${inactive} is committed (syslinux.cfg's DEFAULT): the next boot runs it, so an upload must not overwrite it`,
       {
         hint: `Reboot into slot ${inactive} first (POST /reboot), or make the running slot ${running.slot} the default again (POST /update/commit), then upload.`,
       },
@@ -112,7 +112,7 @@ export async function rootUploadSlot(context: UploadContext): Promise<Slot> {
 }
 
 export async function uploadRoot(context: UploadContext, request: UploadRequest): Promise<UploadOutcome> {
-  const slot = await rootUploadSlot(context);
+  const slot = await inactiveUploadSlot(context);
   const target = context.paths.roots[slot];
   const targetName = `root slot ${slot}`;
   let touched = false;
@@ -186,77 +186,6 @@ async function invalidateSlot(
   }
 }
 
-/** PUT /update/boot and /update/bootonly: both keep the DEFAULT the boot partition named before. */
-export async function uploadBoot(context: UploadContext, request: UploadRequest): Promise<UploadOutcome> {
-  const committed = await committedBeforeBootUpload(context);
-  const targetName = "the boot partition";
-  const disk = context.disk ?? fsDisk();
-  const capacity = await targetCapacity(context.paths.boot, disk);
-  await mkdir(context.paths.run, { recursive: true });
-  const staging = path.join(
-    context.paths.run,
-    `update-boot.${process.pid}.${randomBytes(4).toString("hex")}.tmp`,
-  );
-  try {
-    await (await open(staging, "wx", 0o600)).close();
-    // The staging file is read back only through the copy below, which
-    // compares what the boot partition holds with what was received.
-    const received = await writeUpload({
-      source: request.source,
-      targetPath: staging,
-      targetName: `${targetName} (staged in ${staging})`,
-      capacity,
-      algorithm: request.algorithm,
-      expectedLength: request.contentLength,
-      idle: request.idle,
-      beforeRead: request.beforeRead,
-      readBack: false,
-      device: disk,
-    });
-    if (received.bytes === 0) throw emptyUpload("/update/boot");
-    const copied = await writeUpload({
-      source: createReadStream(staging, { highWaterMark: 1024 * 1024 }),
-      targetPath: context.paths.boot,
-      targetName,
-      algorithm: request.algorithm,
-      expectedLength: received.bytes,
-      device: disk,
-    });
-    if (copied.hash !== received.hash || copied.bytes !== received.bytes) {
-      throw new Rtr7Error(
-        "RTR7_ERR_UPDATE_VERIFY",
-        `${targetName} (${context.paths.boot}): read back ${copied.bytes} bytes hashing ${copied.hash}; the upload had ${received.bytes} hashing ${received.hash}`,
-      );
-    }
-    await context.boot.keepDefault(committed);
-    return {
-      target: targetName,
-      bytes: copied.bytes,
-      hash: copied.hash,
-      notes: [`syslinux.cfg's DEFAULT kept at slot ${committed}`],
-    };
-  } finally {
-    await rm(staging, { force: true });
-  }
-}
-
-async function committedBeforeBootUpload(context: UploadContext): Promise<Slot> {
-  try {
-    return await context.boot.committedSlot();
-  } catch (error) {
-    // No readable DEFAULT (the boot partition is damaged, which is what a new
-    // boot image repairs): the committed slot is the running one, or the
-    // other one while the running one is on trial.
-    const running = context.boot.running();
-    const committed = running.trial ? otherSlot(running.slot) : running.slot;
-    context.log.warn(
-      { err: error },
-      `cannot read the committed slot from the boot partition; keeping slot ${committed} as the default`,
-    );
-    return committed;
-  }
-}
-
 export async function uploadMbr(context: UploadContext, request: UploadRequest): Promise<UploadOutcome> {
   const body = await readSmallBody(request.source, {
     maxBytes: mbrMaxUploadBytes,
@@ -289,6 +218,15 @@ export async function uploadMbr(context: UploadContext, request: UploadRequest):
     }
   }
   const hash = createUpdateHash(request.algorithm);
+  context.log.info(`writing the MBR boot code (${bootCode.length} bytes, one sector)`);
+  const current = await readAt(context.paths.mbr, 0, bootCode.length);
+  if (current.equals(bootCode)) {
+    // Nothing to write: the sector already holds these bytes.
+    hash.update(current);
+    hash.update(body.subarray(mbrBootCodeBytes));
+    notes.push("the boot code was already on the disk: nothing written");
+    return { target: "the MBR boot code", bytes: body.length, hash: hash.hex(), notes };
+  }
   await writeVerified({
     path: context.paths.mbr,
     name: "the MBR boot code",
@@ -304,6 +242,6 @@ export async function uploadMbr(context: UploadContext, request: UploadRequest):
   return { target: "the MBR boot code", bytes: body.length, hash: hash.hex(), notes };
 }
 
-function emptyUpload(url: string): Rtr7Error {
+export function emptyUpload(url: string): Rtr7Error {
   return new Rtr7Error("RTR7_ERR_UPDATE_REQUEST", `PUT ${url}: the body is empty; want the image`);
 }

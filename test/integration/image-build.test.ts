@@ -6,7 +6,7 @@
 // matches the files. A failing build (early or late) leaves --out as it was.
 import { after, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   copyFile,
@@ -27,6 +27,7 @@ import { run } from "../../lab/processes.js";
 import { isRtr7Error } from "../../lib/errors.js";
 import { parseManifest, type Manifest } from "../../lib/wire/manifest.js";
 import { bootBytes, diskIdentifier, partitionUuid } from "../../lib/wire/disk-layout.js";
+import { bootConfigSector } from "../../router/boot/boot-partition.js";
 import { buildUnitImages } from "../../updates/image/build.js";
 import { hostKernel } from "../helpers/host-kernel.js";
 import { requireRootAndTools } from "../helpers/netns.js";
@@ -102,6 +103,15 @@ function libraryBuild(name = hostname) {
     builds.set(name, build);
   }
   return build;
+}
+
+function runBuffer(command: string, args: string[]): Promise<Buffer> {
+  return Promise.resolve(
+    execFileSync(command, args, {
+      env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+      maxBuffer: 256 * 1024 * 1024,
+    }),
+  );
 }
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -243,7 +253,7 @@ test("root.img holds /rtr7/init, node, the tools, the modules, build.json and ev
   assert.match(entry("/opt/site/current.json") ?? "", / -> conf\/site\.json$/);
 });
 
-test("boot.img is a 100 MiB FAT with syslinux, the kernel, the initrd and slot a as DEFAULT", async (t) => {
+test("boot.img is a 100 MiB FAT with syslinux for BIOS and UEFI, each slot's kernel and initrd, and slot a as DEFAULT in one sector", async (t) => {
   if (!(await ready(t))) return;
   const { dir } = await libraryBuild();
   const { kernel } = await inputs();
@@ -253,6 +263,11 @@ test("boot.img is a 100 MiB FAT with syslinux, the kernel, the initrd and slot a
   const config = (await run("mtype", ["-i", boot, "::syslinux.cfg"])).stdout;
   const id = diskIdentifier(hostname);
   assert.match(config, /^DEFAULT a$/m);
+  // One sector, in one cluster: what the unit rewrites in place.
+  const sector = await bootConfigSector(boot);
+  assert.equal(sector?.size, 512);
+  assert.match(config, /LABEL a\n LINUX \/a\/vmlinuz\n INITRD \/a\/initrd\.img\n/);
+  assert.match(config, /LABEL b\n LINUX \/b\/vmlinuz\n INITRD \/b\/initrd\.img\n/);
   assert.match(
     config,
     new RegExp(`LABEL a\\n[^]*?APPEND root=PARTUUID=${partitionUuid(id, 2)} [^\\n]*rtr7\\.slot=a`),
@@ -264,8 +279,6 @@ test("boot.img is a 100 MiB FAT with syslinux, the kernel, the initrd and slot a
   const listing = (await run("mdir", ["-a", "-i", boot, "::"])).stdout;
   for (const [name, extension] of [
     ["ldlinux", "sys"],
-    ["vmlinuz", ""],
-    ["initrd", "img"],
     ["syslinux", "cfg"],
   ]) {
     assert.match(
@@ -274,11 +287,26 @@ test("boot.img is a 100 MiB FAT with syslinux, the kernel, the initrd and slot a
       `boot.img has no ${name}.${extension}`,
     );
   }
+  // The UEFI loader is Debian's syslinux.efi, where x86-64 firmware looks.
+  assert.deepEqual(
+    await runBuffer("mcopy", ["-n", "-i", boot, "::EFI/BOOT/BOOTX64.EFI", "-"]),
+    await readFile("/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi"),
+  );
+  assert.deepEqual(
+    await runBuffer("mcopy", ["-n", "-i", boot, "::EFI/BOOT/ldlinux.e64", "-"]),
+    await readFile("/usr/lib/syslinux/modules/efi64/ldlinux.e64"),
+  );
 
   const copied = path.join(path.dirname(dir), "from-boot");
   await mkdir(copied, { recursive: true });
-  await run("mcopy", ["-n", "-i", boot, "::vmlinuz", "::initrd.img", copied]);
+  for (const slot of ["b", "a"])
+    await run("mcopy", ["-n", "-o", "-i", boot, `::${slot}/vmlinuz`, `::${slot}/initrd.img`, copied]);
   assert.equal(await sha256(path.join(copied, "vmlinuz")), await sha256(kernel));
+  assert.deepEqual(
+    await runBuffer("mcopy", ["-n", "-i", boot, "::b/initrd.img", "-"]),
+    await readFile(path.join(copied, "initrd.img")),
+    "both slots boot the same kernel and initrd",
+  );
   const initrd = gunzipSync(await readFile(path.join(copied, "initrd.img"))).toString("latin1");
   assert.ok(initrd.startsWith("070701"), "initrd.img is no gzip'd newc cpio");
   for (const name of ["init\0", "bin/busybox\0", "bin/switch_root\0", "etc/rtr7/modules\0"]) {

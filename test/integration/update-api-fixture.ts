@@ -17,7 +17,7 @@ import type { TestContext } from "node:test";
 import { createLogger } from "../../lib/log.js";
 import { run } from "../../lab/processes.js";
 import type { BootControl, RebootOptions } from "../../router/boot/boot-control.js";
-import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
+import { renderBootConfig, slotBootConfig, slotKernelParameters } from "../../lib/wire/boot-config.js";
 import type { Slot, UnitPaths } from "../../router/unit.js";
 import { listenUnitApp } from "../../router/http-guard/serve.js";
 import { buildUpdateApi, type UpdateApiDeps, type UpdateEvent } from "../../router/update-api/server.js";
@@ -110,19 +110,62 @@ export async function makeSquashfs(dir: string, name: string, randomContentBytes
   return image;
 }
 
-/** A 100 MiB FAT32 boot image holding syslinux.cfg (DEFAULT defaultSlot) and a stand-in kernel. */
-export async function makeBootImage(dir: string, name: string, defaultSlot: Slot): Promise<string> {
+/**
+ * A 100 MiB FAT32 boot image holding syslinux.cfg (DEFAULT defaultSlot) and
+ * a stand-in kernel for each slot; `legacy`: as rtr7 laid it out before
+ * per-slot kernels (one /vmlinuz, a syslinux.cfg of 450 bytes with comments).
+ */
+export async function makeBootImage(
+  dir: string,
+  name: string,
+  defaultSlot: Slot,
+  options: { diskId?: number; legacy?: boolean } = {},
+): Promise<string> {
+  const diskId = options.diskId ?? 0x1234abcd;
   const image = path.join(dir, `${name}.img`);
   await writeFile(image, "");
   await truncate(image, bootBytes);
   await run("mkfs.fat", ["-F", "32", "--invariant", "-n", "RTR7BOOT", image]);
   const config = path.join(dir, `${name}-syslinux.cfg`);
-  await writeFile(config, renderSyslinuxConfig({ diskId: 0x1234abcd, defaultSlot }));
   const kernel = path.join(dir, `${name}-vmlinuz`);
   await writeFile(kernel, randomBytes(256 * 1024));
+  const initrd = path.join(dir, `${name}-initrd.img`);
+  await writeFile(initrd, randomBytes(64 * 1024));
+  if (options.legacy) {
+    await writeFile(config, legacyBootConfig(diskId, defaultSlot));
+    await runMtools("mcopy", ["-i", image, config, "::syslinux.cfg"]);
+    await runMtools("mcopy", ["-i", image, kernel, "::vmlinuz"]);
+    await runMtools("mcopy", ["-i", image, initrd, "::initrd.img"]);
+    return image;
+  }
+  await writeFile(config, renderBootConfig(slotBootConfig({ diskId, defaultSlot })));
   await runMtools("mcopy", ["-i", image, config, "::syslinux.cfg"]);
-  await runMtools("mcopy", ["-i", image, kernel, "::vmlinuz"]);
+  for (const slot of ["a", "b"]) {
+    await runMtools("mmd", ["-i", image, `::${slot}`]);
+    await runMtools("mcopy", ["-i", image, kernel, `::${slot}/vmlinuz`]);
+    await runMtools("mcopy", ["-i", image, initrd, `::${slot}/initrd.img`]);
+  }
   return image;
+}
+
+/** syslinux.cfg as rtr7 wrote it before per-slot kernels, byte for byte. */
+export function legacyBootConfig(diskId: number, defaultSlot: Slot): string {
+  const lines = [
+    "# rtr7 boot configuration. DEFAULT names the committed root slot;",
+    "# the unit's update API rewrites that line on switch and commit.",
+    `DEFAULT ${defaultSlot}`,
+    "PROMPT 0",
+    "TIMEOUT 0",
+    "SERIAL 0 115200",
+  ];
+  for (const slot of ["a", "b"] as const)
+    lines.push(
+      `LABEL ${slot}`,
+      "  LINUX /vmlinuz",
+      "  INITRD /initrd.img",
+      `  APPEND ${slotKernelParameters(diskId, slot)}`,
+    );
+  return lines.join("\n") + "\n";
 }
 
 export async function runMtools(command: string, args: string[]): Promise<string> {

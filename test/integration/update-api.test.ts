@@ -23,6 +23,7 @@ import {
   head,
   makeBootImage,
   makeSquashfs,
+  mtoolsEnv,
   runMtools,
   sha256,
   sha256File,
@@ -75,7 +76,8 @@ async function prepare(t: TestContext): Promise<Images | undefined> {
       first: await makeSquashfs(dir, "first", 3 * MiB),
       second: await makeSquashfs(dir, "second", 3 * MiB),
       random,
-      newBoot: await makeBootImage(dir, "boot-new", "b"),
+      // Built without knowing the unit's disk (id 0), as a fleet release is.
+      newBoot: await makeBootImage(dir, "boot-new", "b", { diskId: 0 }),
     };
   })();
   return images;
@@ -92,6 +94,10 @@ async function unitFor(
   const prepared = await prepare(t);
   if (!prepared) return undefined;
   return { unit: await startUnit(t, boot, prepared.running), images: prepared };
+}
+
+function runMtoolsBuffer(args: string[]): Buffer {
+  return execFileSync("mcopy", ["-n", ...args], { env: mtoolsEnv, maxBuffer: 64 * MiB });
 }
 
 function crc32Hex(data: Uint8Array): string {
@@ -527,12 +533,13 @@ test("a cross-site POST with the right password gets 403 and changes nothing; a 
   assert.deepEqual(unit.boot.calls, ["commit"]);
 });
 
-test("PUT /update/boot replaces the boot partition and keeps the committed slot; a truncated one changes nothing", async (t) => {
+test("PUT /update/boot writes the inactive slot's kernel beside the committed one; a truncated one changes nothing", async (t) => {
   const setup = await unitFor(t);
   if (!setup) return;
   const { unit, images } = setup;
   const newBoot = await readFile(images.newBoot);
   const before = await sha256File(unit.paths.boot);
+  const committedKernel = runMtoolsBuffer(["-i", unit.paths.boot, "::a/vmlinuz", "-"]);
 
   // Ends early: the boot partition is untouched and the staging file gone.
   await truncatedPut(unit, "/update/boot", newBoot.length, newBoot.subarray(0, 3 * MiB), () =>
@@ -547,6 +554,7 @@ test("PUT /update/boot replaces the boot partition and keeps the committed slot;
   assert.deepEqual(unit.boot.calls, []);
   await unit.assertStillServing();
 
+  const hashes: string[] = [];
   for (const url of ["/update/boot", "/update/bootonly"]) {
     const reply = await unit.curl([
       ...unit.auth,
@@ -558,19 +566,19 @@ test("PUT /update/boot replaces the boot partition and keeps the committed slot;
     ]);
     assert.equal(reply.status, 200, reply.body);
     assert.equal(reply.body, crc32Hex(newBoot));
-    assert.equal(
-      await sha256File(unit.paths.boot),
-      sha256(newBoot),
-      `${url}: the boot file is the new image`,
-    );
+    hashes.push(await sha256File(unit.paths.boot));
   }
-  const config = await runMtools("mtype", ["-i", unit.paths.boot, "::syslinux.cfg"]);
-  assert.match(config, /^DEFAULT b$/m, "the new image's own syslinux.cfg");
-  assert.deepEqual(
-    unit.boot.calls,
-    ["keepDefault a", "keepDefault a"],
-    "DEFAULT set back to the slot committed before",
+  assert.equal(hashes[0], hashes[1], "the second upload of the same image writes nothing");
+  const uploaded = runMtoolsBuffer(["-i", images.newBoot, "::b/vmlinuz", "-"]);
+  assert.ok(runMtoolsBuffer(["-i", unit.paths.boot, "::b/vmlinuz", "-"]).equals(uploaded));
+  assert.ok(
+    runMtoolsBuffer(["-i", unit.paths.boot, "::a/vmlinuz", "-"]).equals(committedKernel),
+    "the committed slot's kernel is untouched",
   );
+  const config = await runMtools("mtype", ["-i", unit.paths.boot, "::syslinux.cfg"]);
+  assert.match(config, /^DEFAULT a$/m, "DEFAULT still names the committed slot");
+  assert.match(config, /APPEND root=PARTUUID=1234abcd-03 .*rtr7\.slot=b/, "label b boots this disk's slot b");
+  assert.deepEqual(unit.boot.calls, [], "no whole-image copy, so no DEFAULT to restore");
   assert.deepEqual(await readdir(unit.paths.run), []);
 });
 

@@ -5,19 +5,15 @@
 // trial record tells the next boot whether it rolled back.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { test, type TestContext } from "node:test";
 import { promisify } from "node:util";
 import { isRtr7Error } from "../../lib/errors.js";
 import { silentLogger } from "../../lib/log.js";
 import { settleTrialRecord, SyslinuxBootControl, type NextBoot } from "../../router/boot/boot-control.js";
-import { readBootFile, writeBootFile } from "../../router/boot/boot-partition.js";
-import {
-  parseSyslinuxConfig,
-  renderSyslinuxConfig,
-  withDefaultSlot,
-} from "../../router/boot/syslinux-config.js";
+import { bootConfigSector, readBootConfig, writeBootFile } from "../../router/boot/boot-partition.js";
+import { parseBootConfig, renderBootConfig, slotBootConfig } from "../../lib/wire/boot-config.js";
 import type { Slot, UnitPaths } from "../../router/unit.js";
 import { requireRootAndTools } from "../helpers/netns.js";
 import { scratchDir } from "../helpers/scratch.js";
@@ -25,18 +21,26 @@ import { scratchDir } from "../helpers/scratch.js";
 const run = promisify(execFile);
 const diskId = 0x1234abcd;
 
-test("syslinux.cfg names both slots by PARTUUID and DEFAULT the committed one", () => {
-  const text = renderSyslinuxConfig({ diskId, defaultSlot: "a" });
-  const config = parseSyslinuxConfig(text);
+test("syslinux.cfg names both slots by PARTUUID, each with its own kernel, DEFAULT the committed one, in one sector", () => {
+  const bytes = renderBootConfig(slotBootConfig({ diskId, defaultSlot: "a" }));
+  assert.equal(bytes.length, 512);
+  const config = parseBootConfig(bytes.toString("utf8"));
   assert.equal(config.defaultSlot, "a");
   assert.match(config.labels.a?.append ?? "", /root=PARTUUID=1234abcd-02 .*rtr7\.slot=a/);
   assert.match(config.labels.b?.append ?? "", /root=PARTUUID=1234abcd-03 .*rtr7\.slot=b/);
-  assert.equal(config.labels.a?.kernel, "vmlinuz");
-  const switched = withDefaultSlot(text, "b");
-  assert.equal(parseSyslinuxConfig(switched).defaultSlot, "b");
-  assert.equal(switched.replace("DEFAULT b", "DEFAULT a"), text);
+  assert.equal(config.labels.a?.kernel, "a/vmlinuz");
+  assert.equal(config.labels.b?.initrd, "b/initrd.img");
+  const switched = renderBootConfig({ ...config, defaultSlot: "b" });
+  assert.equal(parseBootConfig(switched.toString("utf8")).defaultSlot, "b");
+  assert.equal(switched.toString("utf8").replace("DEFAULT b", "DEFAULT a"), bytes.toString("utf8"));
+  // Padded to a given size (a legacy file's), refused when it does not fit.
+  assert.equal(renderBootConfig(config, 456).length, 456);
   assert.throws(
-    () => parseSyslinuxConfig("LABEL a\n"),
+    () => renderBootConfig(slotBootConfig({ diskId, defaultSlot: "a", extraParameters: "x".repeat(100) })),
+    (error) => isRtr7Error(error, "RTR7_ERR_BOOT_CONFIG"),
+  );
+  assert.throws(
+    () => parseBootConfig("LABEL a\n"),
     (error) => isRtr7Error(error, "RTR7_ERR_BOOT_CONFIG"),
   );
 });
@@ -46,7 +50,7 @@ async function fatBoot(t: TestContext): Promise<UnitPaths> {
   const boot = path.join(dir, "boot.img");
   await run("truncate", ["-s", "40M", boot]);
   await run("mkfs.fat", ["-F", "32", "--invariant", boot]);
-  await writeBootFile(boot, "syslinux.cfg", Buffer.from(renderSyslinuxConfig({ diskId, defaultSlot: "a" })));
+  await writeBootFile(boot, "syslinux.cfg", renderBootConfig(slotBootConfig({ diskId, defaultSlot: "a" })));
   await mkdir(path.join(dir, "perm"));
   return {
     boot,
@@ -71,8 +75,7 @@ function control(paths: UnitPaths, slot: Slot, trial: boolean, reboots: NextBoot
   });
 }
 
-const defaultOf = async (paths: UnitPaths): Promise<Slot> =>
-  parseSyslinuxConfig((await readBootFile(paths.boot, "syslinux.cfg")).toString()).defaultSlot;
+const defaultOf = async (paths: UnitPaths): Promise<Slot> => (await readBootConfig(paths.boot)).defaultSlot;
 
 test("testboot reaches the other slot by kexec only; commit makes it the default", async (t) => {
   if (!(await requireRootAndTools(t, ["mkfs.fat", "mcopy"]))) return;
@@ -117,8 +120,30 @@ test("switch is permanent; keepDefault restores the default after a new boot ima
   await writeBootFile(
     paths.boot,
     "syslinux.cfg",
-    Buffer.from(renderSyslinuxConfig({ diskId, defaultSlot: "a" })),
+    renderBootConfig(slotBootConfig({ diskId, defaultSlot: "a" })),
   );
   await boot.keepDefault("b");
   assert.equal(await defaultOf(paths), "b");
+});
+
+test("switch and commit rewrite syslinux.cfg as one sector in place, nothing else", async (t) => {
+  if (!(await requireRootAndTools(t, ["mkfs.fat", "mcopy"]))) return;
+  const paths = await fatBoot(t);
+  const sector = await bootConfigSector(paths.boot);
+  assert.ok(sector, "syslinux.cfg sits in one sector");
+  const changedSectors = async (action: () => Promise<unknown>): Promise<number[]> => {
+    const before = await readFile(paths.boot);
+    await action();
+    const after = await readFile(paths.boot);
+    const changed: number[] = [];
+    for (let at = 0; at < before.length; at += 512)
+      if (!before.subarray(at, at + 512).equals(after.subarray(at, at + 512))) changed.push(at);
+    return changed;
+  };
+  assert.deepEqual(await changedSectors(() => control(paths, "a", false, []).switchTo("b")), [sector.offset]);
+  assert.equal(await defaultOf(paths), "b");
+  assert.deepEqual(await changedSectors(() => control(paths, "a", true, []).commit()), [sector.offset]);
+  assert.equal(await defaultOf(paths), "a");
+  // Already the default: not even that sector is written.
+  assert.deepEqual(await changedSectors(() => control(paths, "a", false, []).switchTo("a")), []);
 });

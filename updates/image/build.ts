@@ -21,7 +21,7 @@ import { sharedLibraries } from "./initramfs/elf-deps.js";
 import { kernelRelease } from "./initramfs/kernel-release.js";
 import { recoveryModuleClosure } from "./initramfs/kernel-modules.js";
 import { treeDigest } from "./initramfs/tree.js";
-import { renderSyslinuxConfig } from "../../router/boot/syslinux-config.js";
+import { renderBootConfig, slotBootConfig } from "../../lib/wire/boot-config.js";
 import { newestKernel } from "../../lib/host-kernel.js";
 import { additionEntries, type ImageAddition } from "./additions.js";
 import { makeBootImage } from "./boot-image.js";
@@ -218,7 +218,9 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
         tools,
         output: built.boot,
         workDir: work,
-        syslinuxConfig: renderSyslinuxConfig({ diskId: diskIdentifier(options.hostname), defaultSlot: "a" }),
+        syslinuxConfig: renderBootConfig(
+          slotBootConfig({ diskId: diskIdentifier(options.hostname), defaultSlot: "a" }),
+        ),
         kernel,
         initrd,
         epoch: imageEpoch,

@@ -21,7 +21,7 @@ export const rootImagePaths = {
   shell: "/bin/sh",
   mtools: "/usr/bin/mtools",
   /** mtools is one binary that acts by the name it is called with. */
-  mtoolsCommands: ["/usr/bin/mcopy", "/usr/bin/mtype", "/usr/bin/mdir"],
+  mtoolsCommands: ["/usr/bin/mcopy", "/usr/bin/mtype", "/usr/bin/mdir", "/usr/bin/mmd"],
   kexec: "/usr/sbin/kexec",
   modulesList: modulesListPath,
   buildInfo: "/etc/rtr7/build.json",

@@ -24,6 +24,7 @@ export const imageTools = {
   mksquashfs: { command: "mksquashfs", debianPackage: "squashfs-tools", purpose: "make root.img" },
   mkfsFat: { command: "mkfs.fat", debianPackage: "dosfstools", purpose: "make boot.img" },
   mcopy: { command: "mcopy", debianPackage: "mtools", purpose: "copy files onto boot.img" },
+  mmd: { command: "mmd", debianPackage: "mtools", purpose: "make directories on boot.img" },
   syslinux: { command: "syslinux", debianPackage: "syslinux", purpose: "install the boot loader" },
   ldd: { command: "ldd", debianPackage: "libc-bin", purpose: "list the libraries of node" },
   mtools: { command: "/usr/bin/mtools", debianPackage: "mtools", purpose: "put mtools into root.img" },
@@ -32,6 +33,16 @@ export const imageTools = {
     command: "/bin/busybox",
     debianPackage: "busybox-static",
     purpose: "the shell of the boot initrd",
+  },
+  efiLoader: {
+    command: "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
+    debianPackage: "syslinux-efi",
+    purpose: "the UEFI loader on boot.img",
+  },
+  efiCore: {
+    command: "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
+    debianPackage: "syslinux-efi",
+    purpose: "the UEFI loader's core module on boot.img",
   },
   mbrCode: {
     command: "/usr/lib/syslinux/mbr/mbr.bin",
