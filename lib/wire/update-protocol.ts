@@ -20,8 +20,13 @@ export type UpdateHash = (typeof updateHashes)[number];
 /** The request header that asks for a CRC-32 reply (Node lowercases header names). */
 export const updateHashHeader = "x-gokrazy-update-hash";
 
-/** Features a unit lists in `GET /update/features`: PARTUUID root names and the CRC-32 hash choice. */
-export const updateFeatures = ["partuuid", "updatehash"] as const;
+/**
+ * Features a unit lists in `GET /update/features`: PARTUUID root names, the
+ * CRC-32 hash choice, and rtr7's own `gzip`: uploads may come with
+ * `Content-Encoding: gzip` (the hash in the reply is still of the image,
+ * uncompressed). gokrazy's clients ignore features they do not know.
+ */
+export const updateFeatures = ["partuuid", "updatehash", "gzip"] as const;
 export type UpdateFeature = (typeof updateFeatures)[number];
 
 /** The features reply as gokrazy writes it: comma-separated, with a trailing comma. */

@@ -1,6 +1,6 @@
 // The unit's update API (fastify), wire-compatible with gokrazy's update
 // protocol so gokrazy's updater and gok work against it unchanged:
-//   GET  /update/features                 "partuuid,updatehash," (JSON with Accept: application/json)
+//   GET  /update/features                 "partuuid,updatehash,gzip," (JSON with Accept: application/json)
 //   PUT  /update/root|boot|bootonly|mbr   body → target; reply = lowercase hex hash, nothing else
 //   POST /update/switch|testboot|commit   BootControl, after checking the inactive slot is bootable
 //   POST /reboot                          reply 200, then BootControl.reboot
@@ -17,8 +17,11 @@
 // is off, and nothing here logs a header, so neither the password nor the
 // Authorization header ever reaches a log.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline, type Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { quoteInput } from "../../lib/quote.js";
 import { installErrorHandlers, requestLine } from "../../lib/http-error.js";
 import type { DiskDevice } from "../../lib/disk/device.js";
 import { formatBytes, type Logger } from "../../lib/log.js";
@@ -225,10 +228,12 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
       lock.acquire(`PUT ${url}`);
       const peer = request.ip;
       try {
+        const gzipped = uploadEncoding(request.headers["content-encoding"], url) === "gzip";
         const outcome = await uploads[kind](context, {
-          source: request.raw,
+          source: gzipped ? gunzipped(request.raw) : request.raw,
           algorithm: requestedHashAlgorithm(request.headers[hashHeader]),
-          contentLength: contentLength(request),
+          // Content-Length counts the compressed bytes: the image's own length is unknown.
+          contentLength: gzipped ? undefined : contentLength(request),
           idle: limitFor(request),
           beforeRead: inviteBody(request, reply),
         });
@@ -375,4 +380,28 @@ async function statusFacts(deps: UpdateApiDeps): Promise<StatusFacts> {
     error: describeError(error),
   }));
   return { ...info, running: deps.boot.running(), committed, slots, ...(statusError ? { statusError } : {}) };
+}
+
+/** An upload's Content-Encoding: none (identity) or gzip; anything else is refused before a byte is read. */
+function uploadEncoding(value: string | string[] | undefined, url: string): "identity" | "gzip" {
+  const encoding = (Array.isArray(value) ? value.join(",") : (value ?? "")).trim().toLowerCase();
+  if (encoding === "" || encoding === "identity") return "identity";
+  if (encoding === "gzip" || encoding === "x-gzip") return "gzip";
+  throw new Rtr7Error(
+    "RTR7_ERR_UPDATE_REQUEST",
+    `PUT ${url}: Content-Encoding ${quoteInput(encoding)} is not supported; send the image as it is, or gzip'd`,
+    { hint: "Send the image without Content-Encoding, or compressed with gzip (Content-Encoding: gzip)." },
+  );
+}
+
+/**
+ * The body inflated. A body that breaks off, or whose gzip stream ends
+ * early, ends this stream with an error, which the upload reports as
+ * truncated; the image's size limit applies to the inflated bytes.
+ */
+function gunzipped(raw: IncomingMessage): Readable {
+  const inflate = createGunzip();
+  pipeline(raw, inflate, () => undefined);
+  raw.on("aborted", () => inflate.destroy(new Error("the request was aborted")));
+  return inflate;
 }

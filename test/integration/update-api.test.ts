@@ -15,7 +15,7 @@ import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/pro
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { crc32 } from "node:zlib";
+import { crc32, gzipSync } from "node:zlib";
 import type { TestContext } from "node:test";
 import { haveTool } from "../../lab/processes.js";
 import {
@@ -151,7 +151,7 @@ test("GET /update/features answers gokrazy's feature list as text, and as JSON w
   const { unit } = setup;
   const text = await unit.curl([...unit.auth, `${unit.baseUrl}/update/features`]);
   assert.equal(text.status, 200);
-  assert.equal(text.body, "partuuid,updatehash,");
+  assert.equal(text.body, "partuuid,updatehash,gzip,");
   assert.match(text.headers["content-type"] ?? "", /^text\/plain/);
   const json = await unit.curl([
     ...unit.auth,
@@ -160,7 +160,7 @@ test("GET /update/features answers gokrazy's feature list as text, and as JSON w
     `${unit.baseUrl}/update/features`,
   ]);
   assert.equal(json.status, 200);
-  assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,", EEPROM: null });
+  assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,gzip,", EEPROM: null });
   // gokrazy's updater refuses any other Content-Type for JSON (it wants this exact value).
   assert.equal(json.headers["content-type"], "application/json");
   const status = await unit.curl([...unit.auth, "-H", "Accept: application/json", `${unit.baseUrl}/`]);
@@ -580,6 +580,41 @@ test("PUT /update/boot writes the inactive slot's kernel beside the committed on
   assert.match(config, /APPEND root=PARTUUID=1234abcd-03 .*rtr7\.slot=b/, "label b boots this disk's slot b");
   assert.deepEqual(unit.boot.calls, [], "no whole-image copy, so no DEFAULT to restore");
   assert.deepEqual(await readdir(unit.paths.run), []);
+});
+
+test("a gzip'd upload is inflated and hashed as the image; a gzip cut short is truncated; another encoding is refused", async (t) => {
+  const setup = await unitFor(t);
+  if (!setup) return;
+  const { unit, images } = setup;
+  const image = await readFile(images.first);
+  const gzipped = path.join(unit.dir, "first.img.gz");
+  await writeFile(gzipped, gzipSync(image));
+  const put = (file: string, encoding: string) =>
+    unit.curl([
+      ...unit.auth,
+      "-H",
+      `Content-Encoding: ${encoding}`,
+      "--data-binary",
+      `@${file}`,
+      "-X",
+      "PUT",
+      `${unit.baseUrl}/update/root`,
+    ]);
+  let reply = await put(gzipped, "gzip");
+  assert.equal(reply.status, 200, reply.body);
+  assert.equal(reply.body, sha256(image));
+  assert.ok((await head(unit.paths.roots.b, image.length)).equals(image));
+
+  const cut = path.join(unit.dir, "cut.img.gz");
+  await writeFile(cut, (await readFile(gzipped)).subarray(0, 100_000));
+  reply = await put(cut, "gzip");
+  assert.equal(reply.status, 400, reply.body);
+  assert.match(reply.body, /RTR7_ERR_UPDATE_TRUNCATED/);
+
+  reply = await put(gzipped, "br");
+  assert.equal(reply.status, 400, reply.body);
+  assert.match(reply.body, /Content-Encoding \\"br\\" is not supported/);
+  await unit.assertStillServing();
 });
 
 test("PUT /update/mbr writes bytes 0..439 only; the partition table is never written", async (t) => {

@@ -15,7 +15,7 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { gzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 import { isRtr7Error, type ErrorCode } from "../../lib/errors.js";
 import { run } from "../../lab/processes.js";
 import { pino } from "pino";
@@ -223,6 +223,47 @@ test("streamTo: the body, Content-Length, Basic auth in its header only, the has
   await assert.rejects(
     (await client(sha.port)).streamTo("root", { stream: Readable.from([data.subarray(0, 10)]), size: 11 }),
     withCode("RTR7_ERR_FILE_MISSING", /changed while being sent/),
+  );
+});
+
+test("gzip: a boot image goes gzip'd to a unit that lists gzip; the hash is the image's; root never, nor to other units", async (t) => {
+  const dir = await scratchDir(t, "update-client-gzip");
+  // Mostly empty, as a boot partition is.
+  const data = Buffer.concat([randomBytes(256 * 1024), Buffer.alloc(8 * 1024 * 1024)]);
+  const file = path.join(dir, "boot.img");
+  await writeFile(file, data);
+  const inflating: Handler = (request, response, body) => {
+    void body().then((received) => {
+      const image = request.headers["content-encoding"] === "gzip" ? gunzipSync(received) : received;
+      const crc = request.headers["x-gokrazy-update-hash"] === "crc32";
+      response.end(crc ? hashes(image).crc32 : hashes(image).sha256);
+    });
+  };
+  const modern = await fakeUnit(t, inflating, "partuuid,gzip,");
+  const unit = await client(modern.port);
+  const pushed = await unit.streamTo("boot", file);
+  assert.equal(pushed.hash, hashes(data).sha256);
+  assert.equal(pushed.bytes, data.length);
+  const sent = modern.seen.at(-1);
+  assert.equal(sent?.headers["content-encoding"], "gzip");
+  assert.equal(sent?.headers["content-length"], String(sent?.body.length));
+  assert.ok(
+    (sent?.body.length ?? 0) < data.length / 10,
+    `sent ${sent?.body.length} bytes for ${data.length}`,
+  );
+  assert.ok(gunzipSync(sent?.body ?? Buffer.alloc(0)).equals(data));
+  await unit.streamTo("root", file);
+  assert.equal(
+    modern.seen.at(-1)?.headers["content-encoding"],
+    undefined,
+    "root.img is squashfs: sent as it is",
+  );
+  const old = await fakeUnit(t, inflating, "partuuid,updatehash,");
+  await (await client(old.port)).streamTo("boot", file);
+  assert.equal(
+    old.seen.at(-1)?.headers["content-encoding"],
+    undefined,
+    "a gokrazy unit gets the plain image",
   );
 });
 

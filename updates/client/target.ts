@@ -111,6 +111,7 @@ export async function openUnit(
     chunkBytes: options.chunkBytes ?? 4 * 1024 * 1024,
     now: options.now ?? Date.now,
     sleep: options.sleep ?? realSleep,
+    gzipTargets: new Set<UploadTarget>(features.listed.has("gzip") ? ["boot", "bootonly"] : []),
   };
   return {
     address,
