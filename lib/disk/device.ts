@@ -193,3 +193,15 @@ async function statTarget(path: string): Promise<TargetInfo> {
   if (!Number.isSafeInteger(sectors)) throw new Error(`${sysfs} holds no number of sectors`);
   return { bytes: sectors * 512, blockDevice: true };
 }
+
+/** Reads `length` bytes at `offset` of a file or device, through the page cache (fewer at its end). */
+export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
+  const handle = await open(path, "r");
+  try {
+    const buffer = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}

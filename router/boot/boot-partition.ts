@@ -11,7 +11,7 @@ import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import { fsDisk, readAt, type DiskDevice } from "../../lib/disk/device.js";
 import { locateRootFile, type ReadAt } from "../../lib/disk/fat32.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import {
@@ -114,16 +114,7 @@ async function syncTarget(boot: string): Promise<void> {
 
 /** Reads ranges of a partition or image file. */
 export function partitionReader(target: string): ReadAt {
-  return async (offset, length) => {
-    const handle = await open(target, "r");
-    try {
-      const buffer = Buffer.alloc(length);
-      const { bytesRead } = await handle.read(buffer, 0, length, offset);
-      return buffer.subarray(0, bytesRead);
-    } finally {
-      await handle.close();
-    }
-  };
+  return (offset, length) => readAt(target, offset, length);
 }
 
 /** Where the boot configuration lies when one sector write can replace it. */

@@ -8,9 +8,10 @@
 // for (SHA-256, or CRC-32 with `X-Gokrazy-Update-Hash: crc32`; formats in
 // lib/disk/hash.ts). The reply to an upload is the hash of what was read
 // back from the target, never of what was received.
-import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import { fsDisk, type DiskDevice } from "../../lib/disk/device.js";
+import { fsDisk, readAt, type DiskDevice } from "../../lib/disk/device.js";
+
+export { readAt };
 import { createStreamHash, type HashAlgorithm, type StreamHash } from "../../lib/disk/hash.js";
 import {
   writeVerified,
@@ -287,18 +288,6 @@ export async function writeInPlace(
     throw new Rtr7Error("RTR7_ERR_UPDATE_WRITE", `write ${what} (${path}): ${describeError(cause)}`, {
       cause,
     });
-  }
-}
-
-/** Reads `length` bytes at `offset` (fewer at the end of the target). */
-export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const handle = await open(path, "r");
-  try {
-    const buffer = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
-    return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
   }
 }
 

@@ -6,24 +6,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { run } from "../../lab/processes.js";
 import { assembleUnitDisk } from "../../lab/unit-disk.js";
+import { readAt } from "../../lib/disk/device.js";
 import { diskIdentifier, planLayout } from "../../lib/wire/disk-layout.js";
 import { requireRootAndTools } from "../helpers/netns.js";
 import { scratchDir } from "../helpers/scratch.js";
-
-async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
-  const handle = await open(file, "r");
-  try {
-    const buffer = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
-    return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}
 
 interface SfdiskTable {
   partitiontable: {
