@@ -8,7 +8,9 @@
 //    and initrd for that slot, in its own directory (b/vmlinuz,
 //    b/initrd.img), written with mtools beside the committed slot's files,
 //    only where they differ, fsynced and read back; no boot reads those
-//    files until a switch or testboot names the slot;
+//    files until a switch or testboot names the slot, and
+//    /perm/rtr7/boot-files.json records them "writing" until they are
+//    whole, so switch and testboot refuse the slot after a cut (slot-state.ts);
 //  - its label in syslinux.cfg (the image's kernel parameters, with root=
 //    naming this unit's own disk) is rewritten as one sector in place
 //    (router/boot/boot-partition.ts writeBootConfig), DEFAULT unchanged.
@@ -45,6 +47,7 @@ import {
   type UploadOutcome,
   type UploadRequest,
 } from "./uploads.js";
+import { writeBootFilesState } from "./slot-state.js";
 import { readAt, targetCapacity, writeUpload, type HashAlgorithm } from "./write-target.js";
 
 /** How a boot upload reaches the partition: the slot's files (default) or the whole image. */
@@ -161,8 +164,10 @@ async function installSlotFiles(
       unchanged += bytes.length;
       continue;
     }
-    if (written === 0)
+    if (written === 0) {
       context.log.info({ slot }, `writing slot ${slot}'s boot files beside slot ${otherSlot(slot)}'s`);
+      await writeBootFilesState(context.paths.perm, slot, context.now().toISOString());
+    }
     await writeBootFile(boot, to, bytes);
     const back = await readBootFile(boot, to);
     if (!back.equals(bytes))
@@ -190,6 +195,7 @@ async function installSlotFiles(
       { device: context.disk, warn: (message) => context.log.warn(message) },
     );
   }
+  await writeBootFilesState(context.paths.perm, slot, undefined);
   const notes = [
     written === 0
       ? `slot ${slot}'s kernel and initrd were already on the boot partition: nothing written`

@@ -25,6 +25,58 @@ export function slotStatePath(permDir: string): string {
   return path.join(permDir, "rtr7", "slots.json");
 }
 
+/**
+ * Each slot's kernel and initrd on the boot partition, kept in
+ * <perm>/rtr7/boot-files.json: "writing" before a boot upload writes the
+ * first byte of them, removed once they are written, read back and named
+ * by the slot's label. A power cut in between leaves the record, and
+ * switch and testboot refuse the slot until a boot upload completes.
+ */
+export function bootFilesStatePath(permDir: string): string {
+  return path.join(permDir, "rtr7", "boot-files.json");
+}
+
+type BootFilesStates = Partial<Record<Slot, { state: "writing"; since: string }>>;
+
+async function readBootFilesStates(permDir: string): Promise<BootFilesStates> {
+  try {
+    const parsed = JSON.parse(await readFile(bootFilesStatePath(permDir), "utf8")) as unknown;
+    const states: BootFilesStates = {};
+    if (parsed !== null && typeof parsed === "object")
+      for (const [slot, value] of Object.entries(parsed))
+        if (isSlot(slot) && (value as { state?: unknown } | null)?.state === "writing")
+          states[slot] = value as { state: "writing"; since: string };
+    return states;
+  } catch {
+    return {};
+  }
+}
+
+/** Records (or, with undefined, clears) that `slot`'s boot files are being written. */
+export async function writeBootFilesState(
+  permDir: string,
+  slot: Slot,
+  writingSince: string | undefined,
+): Promise<void> {
+  const states = await readBootFilesStates(permDir);
+  if (writingSince === undefined && states[slot] === undefined) return;
+  if (writingSince === undefined) delete states[slot];
+  else states[slot] = { state: "writing", since: writingSince };
+  const file = bootFilesStatePath(permDir);
+  try {
+    await writeFileAtomically(file, JSON.stringify(states, null, 2) + "\n", { makeDirectory: true });
+  } catch (cause) {
+    throw new Rtr7Error(
+      "RTR7_ERR_UPDATE_WRITE",
+      `record slot ${slot}'s boot files in ${file}: ${describeError(cause)}`,
+      {
+        cause,
+        hint: "Check that /perm is mounted read-write and has room (df -h /perm).",
+      },
+    );
+  }
+}
+
 /** The recorded states; {} when none were recorded yet. Throws RTR7_ERR_SLOT_INVALID when the file is damaged. */
 export async function readSlotStates(permDir: string): Promise<SlotStates> {
   const file = slotStatePath(permDir);
@@ -114,6 +166,11 @@ export async function checkBootable(paths: UnitPaths, slot: Slot): Promise<void>
     throw invalid(`an upload to it started at ${recorded.since} and never completed`);
   }
   if (recorded?.state === "invalid") throw invalid(`${recorded.why} (at ${recorded.time})`);
+  const bootFiles = (await readBootFilesStates(paths.perm))[slot];
+  if (bootFiles)
+    throw invalid(
+      `a boot upload began writing its kernel and initrd at ${bootFiles.since} and never completed; upload the boot image again (PUT /update/boot)`,
+    );
   let superblock: SquashfsSuperblock | undefined;
   let capacity: number;
   try {

@@ -194,3 +194,33 @@ test("a boot upload to the committed slot is refused with 409 and writes nothing
   assert.match(reply.body, /RTR7_ERR_UPDATE_BUSY.*PUT \/update\/boot: slot b is committed/);
   assert.equal(await sha256File(unit.paths.boot), before);
 });
+
+test("a slot whose boot files were being written when the power went is refused by switch and testboot until a boot upload completes", async (t) => {
+  const made = await images(t);
+  if (!made) return;
+  const unit = await startUnit(t, { running: "a", trial: false, committed: "a" }, made.running);
+  const root = await makeSquashfs(made.dir, "next-root", MiB);
+  let reply = await unit.curl([...unit.auth, "-T", root, `${unit.baseUrl}/update/root`]);
+  assert.equal(reply.status, 200, reply.body);
+  // What a cut in the middle of the kernel's write leaves on /perm.
+  await mkdir(path.join(unit.paths.perm, "rtr7"), { recursive: true });
+  await writeFile(
+    path.join(unit.paths.perm, "rtr7", "boot-files.json"),
+    '{"b": {"state": "writing", "since": "2026-11-29T10:00:00.000Z"}}\n',
+  );
+  for (const action of ["testboot", "switch"]) {
+    reply = await unit.curl([...unit.auth, "-X", "POST", `${unit.baseUrl}/update/${action}`]);
+    assert.equal(reply.status, 409, reply.body);
+    assert.match(reply.body, /RTR7_ERR_SLOT_INVALID.*boot upload began writing its kernel and initrd/);
+  }
+  assert.deepEqual(unit.boot.calls, []);
+  reply = await put(unit, await makeBootImage(made.dir, "boot-next", "a"));
+  assert.equal(reply.status, 200, reply.body);
+  assert.deepEqual(
+    JSON.parse(await readFile(path.join(unit.paths.perm, "rtr7", "boot-files.json"), "utf8")),
+    {},
+  );
+  reply = await unit.curl([...unit.auth, "-X", "POST", `${unit.baseUrl}/update/testboot`]);
+  assert.equal(reply.status, 200, reply.body);
+  assert.deepEqual(unit.boot.calls, ["testboot b"]);
+});
