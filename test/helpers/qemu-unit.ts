@@ -16,8 +16,7 @@ export interface DiskUnit {
   bootSeconds: number;
 }
 
-export async function startDiskUnit(options: {
-  ns: Netns;
+export interface UnitDiskFiles {
   work: string;
   imagesDir: string;
   hostname: string;
@@ -26,8 +25,20 @@ export async function startDiskUnit(options: {
   password: string;
   /** Extra files for /perm, by path relative to it. */
   permFiles?: Record<string, string>;
-  bootTimeoutMs?: number;
-}): Promise<DiskUnit> {
+}
+
+export async function startDiskUnit(
+  options: UnitDiskFiles & { ns: Netns; bootTimeoutMs?: number },
+): Promise<DiskUnit> {
+  const disk = await makeUnitDisk(options);
+  const started = Date.now();
+  const unit = options.ns.start("qemu-system-x86_64", diskUnitArgs({ tap: "tap0", disk, mac: options.mac }));
+  await unit.waitForLine(/rtr7 init: up/, options.bootTimeoutMs ?? 300_000);
+  return { unit, disk, bootSeconds: (Date.now() - started) / 1000 };
+}
+
+/** The unit's disk (work/disk-HOSTNAME.img) with a /perm holding interfaces.json, the password and `permFiles`. */
+export async function makeUnitDisk(options: UnitDiskFiles): Promise<string> {
   const perm = path.join(options.work, `perm-${options.hostname}`);
   const files: Record<string, string> = {
     "gokr-pw.txt": `${options.password}\n`,
@@ -42,10 +53,7 @@ export async function startDiskUnit(options: {
   }
   const disk = path.join(options.work, `disk-${options.hostname}.img`);
   await assembleUnitDisk({ imagesDir: options.imagesDir, disk, hostname: options.hostname, permDir: perm });
-  const started = Date.now();
-  const unit = options.ns.start("qemu-system-x86_64", diskUnitArgs({ tap: "tap0", disk, mac: options.mac }));
-  await unit.waitForLine(/rtr7 init: up/, options.bootTimeoutMs ?? 300_000);
-  return { unit, disk, bootSeconds: (Date.now() - started) / 1000 };
+  return disk;
 }
 
 /** /health.json of the unit at `address`, fetched inside `ns`; undefined when it does not answer. */

@@ -16,6 +16,8 @@ export function unitImages(options: {
   add?: { source: string; destination: string }[];
   /** Another program as /rtr7/init (a unit that never comes up). */
   routerEntry?: string;
+  /** Another kernel for boot.img (default the newest /boot/vmlinuz-*). */
+  kernel?: string;
 }): Promise<string> {
   const key = JSON.stringify(options);
   let dir = built.get(key);
@@ -29,6 +31,7 @@ export function unitImages(options: {
         version: options.version,
         add: options.add,
         routerEntry: options.routerEntry,
+        kernel: options.kernel,
       });
       return out;
     })();
