@@ -232,13 +232,13 @@ if (missing) {
       `\npower cuts at random moments of a v1 → v2 update (QEMU, software emulation; bytes: QEMU's wr_bytes over QMP)`,
     );
     console.log(
-      `${"layout".padEnd(28)} ${"came back".padStart(10)} ${"update".padStart(8)} ${"written".padStart(10)} ${"boot upload".padStart(22)}`,
+      `${"layout".padEnd(32)} ${"came back".padStart(10)} ${"update".padStart(8)} ${"written".padStart(10)} ${"boot upload".padStart(22)}`,
     );
     for (const layout of layouts) {
       const back = layout.outcomes.filter((outcome) => outcome.back).length;
       const measured = layout.measured;
       console.log(
-        `${layoutNames[layout.key].padEnd(28)} ${`${back}/${layout.outcomes.length}`.padStart(10)} ` +
+        `${layoutNames[layout.key].padEnd(32)} ${`${back}/${layout.outcomes.length}`.padStart(10)} ` +
           `${`${measured?.seconds.toFixed(0) ?? "?"} s`.padStart(8)} ${formatBytes(measured?.bytes ?? 0).padStart(10)} ` +
           `${`${measured?.bootSeconds.toFixed(1) ?? "?"} s, ${formatBytes(measured?.bootBytes ?? 0)}`.padStart(22)}`,
       );
