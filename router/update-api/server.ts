@@ -17,11 +17,8 @@
 // is off, and nothing here logs a header, so neither the password nor the
 // Authorization header ever reaches a log.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { pipeline, type Readable } from "node:stream";
-import { createGunzip } from "node:zlib";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
-import { quoteInput } from "../../lib/quote.js";
 import { installErrorHandlers, requestLine } from "../../lib/http-error.js";
 import type { DiskDevice } from "../../lib/disk/device.js";
 import { formatBytes, type Logger } from "../../lib/log.js";
@@ -32,6 +29,7 @@ import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
 import { checkBootable, readSlotStates } from "./slot-state.js";
 import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
 import { uploadBoot, type BootWrite } from "./boot-upload.js";
+import { gunzipped, uploadEncoding } from "./upload-encoding.js";
 import {
   uploadMbr,
   uploadRoot,
@@ -380,28 +378,4 @@ async function statusFacts(deps: UpdateApiDeps): Promise<StatusFacts> {
     error: describeError(error),
   }));
   return { ...info, running: deps.boot.running(), committed, slots, ...(statusError ? { statusError } : {}) };
-}
-
-/** An upload's Content-Encoding: none (identity) or gzip; anything else is refused before a byte is read. */
-function uploadEncoding(value: string | string[] | undefined, url: string): "identity" | "gzip" {
-  const encoding = (Array.isArray(value) ? value.join(",") : (value ?? "")).trim().toLowerCase();
-  if (encoding === "" || encoding === "identity") return "identity";
-  if (encoding === "gzip" || encoding === "x-gzip") return "gzip";
-  throw new Rtr7Error(
-    "RTR7_ERR_UPDATE_REQUEST",
-    `PUT ${url}: Content-Encoding ${quoteInput(encoding)} is not supported; send the image as it is, or gzip'd`,
-    { hint: "Send the image without Content-Encoding, or compressed with gzip (Content-Encoding: gzip)." },
-  );
-}
-
-/**
- * The body inflated. A body that breaks off, or whose gzip stream ends
- * early, ends this stream with an error, which the upload reports as
- * truncated; the image's size limit applies to the inflated bytes.
- */
-function gunzipped(raw: IncomingMessage): Readable {
-  const inflate = createGunzip();
-  pipeline(raw, inflate, () => undefined);
-  raw.on("aborted", () => inflate.destroy(new Error("the request was aborted")));
-  return inflate;
 }
