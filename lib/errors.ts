@@ -296,6 +296,24 @@ export const errorCatalogue = {
     status: 500,
     hint: "Check --dir and --image-dir: a new unit directory is filled from the images of `rtr7 image build`.",
   },
+
+  // Fleets (rtr7 fleet)
+  RTR7_ERR_INVENTORY: {
+    status: 500,
+    hint: "Fix or remove the file named above ($XDG_CONFIG_HOME/rtr7/fleet.json); `rtr7 fleet add` and `rtr7 fleet rm` rewrite it.",
+  },
+  RTR7_ERR_RELEASE: {
+    status: 400,
+    hint: "Give --release a directory made by `rtr7 image build` (mbr.img, boot.img, root.img, manifest.json); build without --hostname for a release that fits every unit.",
+  },
+  RTR7_ERR_FLEET_STATE: {
+    status: 500,
+    hint: "Check the updates directory's fleet.sqlite (disk space, permissions); `rtr7 fleet status` lists the rollouts it holds.",
+  },
+  RTR7_ERR_ROLLOUT_NOT_FOUND: {
+    status: 404,
+    hint: "List the rollouts with `rtr7 fleet status --json`, and check --updates-dir.",
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

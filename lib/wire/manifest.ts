@@ -15,7 +15,14 @@ export interface ManifestImage {
 }
 
 export interface Manifest {
+  /** The one unit a per-unit build is for (`rtr7 image build --hostname H`, as gokrazy builds). */
   hostname?: string;
+  /**
+   * A fleet release (built without --hostname): it boots on any unit, which
+   * takes its hostname from /perm/hostname and names its root slots by its
+   * own disk identifier.
+   */
+  anyUnit?: boolean;
   version?: string;
   buildTime?: string;
   images: ManifestImage[];
