@@ -1,12 +1,14 @@
 // rtr7 safe-update: one health-gated update of a unit, which must never
 // leave the unit unreachable, as a list of named steps over a unit target
 // and an injected clock:
-//   health → backup → build → push → testboot → down → healthy → commit → finish
+//   health → backup → build → push → testboot → down → healthy → soak → commit → finish
 // health checks the unit is healthy and committed and makes the run
-// directory; backup saves /perm; build makes the images; push streams root,
+// directory; backup saves /perm; build makes the images (or links a release
+// built once for a fleet); push streams root,
 // boot and mbr (each hash-verified); testboot makes the next boot try the
 // new slot once and reboots into it (kexec); down and healthy wait for the
-// new version to answer healthy; commit keeps it; finish records the run and
+// new version to answer healthy; soak watches it stay healthy, still on
+// trial, for as long as asked (a fleet's --soak); commit keeps it; finish records the run and
 // keeps the last N. The new slot only ever runs on trial, reached by kexec
 // while the boot loader still names the committed slot, with a commit
 // deadline: whatever happens to this process (an error, Ctrl-C, SIGKILL),
@@ -23,13 +25,14 @@ import type { HealthReport } from "../lib/wire/health.js";
 import type { UnitTarget } from "./client/index.js";
 import { writeRecoverScript } from "./recover-script.js";
 import { pruneRuns, UpdateRun } from "./runs.js";
-import { buildImages } from "./safe-update/build.js";
+import { buildImages, useRelease } from "./safe-update/build.js";
+import type { Release } from "./release.js";
 import { inProcessRecover, type Recover, type RecoverSettings } from "./safe-update/recover.js";
 import { checkHealthy, openTarget } from "./safe-update/health.js";
 import { rollBack } from "./safe-update/rollback.js";
 import { markRecoverScriptFailed, pushImages } from "./safe-update/run-files.js";
 import { realClock, StepRunner, type SafeUpdateStep, type StepTiming } from "./safe-update/steps.js";
-import { waitForDown, waitForNewVersion, type WaitTimings } from "./safe-update/waits.js";
+import { soakHealthy, waitForDown, waitForNewVersion, type WaitTimings } from "./safe-update/waits.js";
 
 export { safeUpdateSteps, type SafeUpdateStep, type StepTiming } from "./safe-update/steps.js";
 export { rootImageVersion } from "./safe-update/build.js";
@@ -46,13 +49,18 @@ export interface SafeUpdateOptions {
   updatesDir: string;
   /** Run through /bin/sh -c with RTR7_OUT_DIR (and GOKR_DIR) set; default `rtr7 image build`. */
   buildCommand?: string;
+  /** A release built (and checked) once, linked into the run instead of a build. */
+  release?: Release;
+  /** How long the new version must stay healthy, on trial, before the commit; default 0. */
+  soakMs?: number;
   keepOnly: number;
   /** How long the new version may take to report healthy (router7: 2 min). */
   healthTimeoutMs: number;
   kexec: boolean;
   /**
    * How long the unit keeps the new slot on trial without a commit before it
-   * falls back by itself; default the health timeout + the down timeout + 15 s.
+   * falls back by itself; default the health timeout + the down timeout +
+   * the soak + 15 s.
    */
   trialDeadlineMs?: number;
   /** How each run's recover.bash starts rtr7: the node binary and the CLI's entry script. */
@@ -167,13 +175,15 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
     [
       "build",
       async () => {
-        newVersion = await buildImages({
-          run,
-          hostname,
-          buildCommand: options.buildCommand,
-          log,
-          builderLog: options.log,
-        });
+        newVersion = options.release
+          ? await useRelease(options.release, run, hostname, log)
+          : await buildImages({
+              run,
+              hostname,
+              buildCommand: options.buildCommand,
+              log,
+              builderLog: options.log,
+            });
         await record({ version: newVersion });
         // Every run with images gets its recover.bash before the unit is touched.
         await writeRecoverScript(run.dir, { hostname, cli: options.recoverScript });
@@ -203,7 +213,9 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
 
   // testboot to commit: any failure from here on rolls back.
   const version = newVersion ?? "";
-  const deadlineMs = options.trialDeadlineMs ?? options.healthTimeoutMs + timings.downTimeoutMs + 15_000;
+  const soakMs = options.soakMs ?? 0;
+  const deadlineMs =
+    options.trialDeadlineMs ?? options.healthTimeoutMs + timings.downTimeoutMs + soakMs + 15_000;
   let lastHealthyBefore = clock.now();
   let after: { report: HealthReport; at: number } | undefined;
   const trial: [SafeUpdateStep, () => Promise<void>][] = [
@@ -237,6 +249,15 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
           { gapSeconds },
           `${hostname} is healthy on ${after.report.version} (slot ${after.report.slot}); no answer for ${gapSeconds.toFixed(1)} s.`,
         );
+      },
+    ],
+    [
+      "soak",
+      async () => {
+        if (soakMs <= 0) return;
+        log.info(`Soaking: ${hostname} must stay healthy on ${version} for ${Math.round(soakMs / 1000)} s.`);
+        await soakHealthy(unit, version, after?.report.slot ?? before.slot, soakMs, timings, clock);
+        run.event({ event: "soaked", version, ms: soakMs });
       },
     ],
     [

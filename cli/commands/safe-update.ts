@@ -53,6 +53,13 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
       helpValue: "DIR",
     }),
     port: Flags.integer({ description: "The unit's update API port.", default: 80, min: 1, max: 65535 }),
+    release: Flags.directory({
+      description:
+        "Install this release (made by `rtr7 image build`, with or without --hostname) instead of building one.",
+      exists: true,
+      helpValue: "DIR",
+      exclusive: ["build-command"],
+    }),
     "build-command": Flags.string({
       description:
         "Build with this shell command instead of rtr7 image build; RTR7_OUT_DIR (and GOKR_DIR) name the run directory.",
@@ -100,6 +107,9 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         import("../../updates/runs.js"),
         import("../progress.js"),
       ]);
+    const release = flags.release
+      ? await (await import("../../updates/release.js")).loadRelease(flags.release)
+      : undefined;
     const { password, source } = await updatePassword(flags.hostname);
     log.debug({ source }, `Update API password from ${source}.`);
     const endpoint = { host: flags.address ?? flags.hostname, port: flags.port };
@@ -110,6 +120,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         unit: () => openUnit(endpoint, { password }, { log }),
         updatesDir: flags["updates-dir"] ?? defaultUpdatesDir(),
         buildCommand: flags["build-command"],
+        release,
         keepOnly: flags["keep-only"],
         healthTimeoutMs,
         kexec: flags.kexec,

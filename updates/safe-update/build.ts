@@ -11,6 +11,7 @@ import { Rtr7Error, describeError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
 import { imageFiles, imageNames } from "../../lib/wire/images.js";
 import { buildUnitImages } from "../image/build.js";
+import { linkRelease, releaseMismatch, type Release } from "../release.js";
 import type { UpdateRun } from "../runs.js";
 
 const execFileAsync = promisify(execFile);
@@ -91,4 +92,21 @@ export async function buildImages(options: {
   else await buildUnitImages({ outDir: run.dir, hostname: options.hostname, log: options.builderLog });
   await requireImages(run.dir);
   return rootImageVersion(path.join(run.dir, imageFiles.root));
+}
+
+/** The build step for a release built once: checks it fits the unit and links its images into the run. */
+export async function useRelease(
+  release: Release,
+  run: UpdateRun,
+  hostname: string,
+  log: Logger,
+): Promise<string> {
+  const mismatch = releaseMismatch(release, hostname);
+  if (mismatch) throw new Rtr7Error("RTR7_ERR_RELEASE", mismatch);
+  await linkRelease(release, run.dir);
+  log.info(
+    { release: release.dir, version: release.version },
+    `Installing release ${release.version} from ${release.dir}.`,
+  );
+  return release.version;
 }

@@ -12,6 +12,7 @@ export const safeUpdateSteps = [
   "testboot",
   "down",
   "healthy",
+  "soak",
   "commit",
   "finish",
 ] as const;

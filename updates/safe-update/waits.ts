@@ -99,3 +99,42 @@ export async function waitBack(
   }
   return undefined;
 }
+
+/**
+ * The soak: the new version must answer healthy, on the same slot and
+ * version, until `ms` have passed. An unhealthy answer, another version or
+ * slot (a fallback), or no answer for three probes in a row ends it with
+ * the reason; a single lost probe is tolerated.
+ */
+export async function soakHealthy(
+  unit: Prober,
+  version: string,
+  slot: string,
+  ms: number,
+  timings: WaitTimings,
+  clock: Clock,
+): Promise<void> {
+  const started = clock.now();
+  let silent = 0;
+  while (clock.now() - started < ms) {
+    await clock.sleep(Math.min(timings.pollMs, Math.max(0, ms - (clock.now() - started))));
+    const seen = await unit.health({ timeoutMs: timings.probeTimeoutMs });
+    const after = `after ${((clock.now() - started) / 1000).toFixed(1)} s of the soak`;
+    if (!seen) {
+      silent += 1;
+      if (silent >= 3) throw new Rtr7Error("RTR7_ERR_UPDATE_FAILED", `${version} stopped answering ${after}`);
+      continue;
+    }
+    silent = 0;
+    if (seen.version !== version || seen.slot !== slot)
+      throw new Rtr7Error(
+        "RTR7_ERR_UPDATE_FAILED",
+        `${version} did not stay up ${after}: the unit runs ${seen.version} (slot ${seen.slot})`,
+      );
+    if (seen.first_error !== "")
+      throw new Rtr7Error(
+        "RTR7_ERR_UPDATE_FAILED",
+        `${version} became unhealthy ${after}: ${seen.first_error}`,
+      );
+  }
+}
