@@ -125,3 +125,29 @@ function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** A Linux bridge in the namespace, up, with no address: the switch of a simulated LAN. */
+export async function addBridge(ns: Netns, bridge: string): Promise<void> {
+  await run("ip", ["-n", ns.name, "link", "add", bridge, "type", "bridge"]);
+  await ns.linkUp(bridge);
+}
+
+/**
+ * Plugs `other` into the bridge of `switchNs` with a veth pair: `port` is the
+ * bridge's end in switchNs (enslaved, up), `there` the other end in `other`.
+ */
+export async function plugIntoBridge(
+  switchNs: Netns,
+  bridge: string,
+  port: string,
+  other: Netns,
+  there: { device: string; cidr?: string },
+): Promise<void> {
+  await joinWithVeth(switchNs, { device: port }, other, there);
+  await run("ip", ["-n", switchNs.name, "link", "set", port, "master", bridge]);
+}
+
+/** Adds a route in the namespace: `to` (a CIDR or "default") via a gateway. */
+export async function addRoute(ns: Netns, to: string, via: string): Promise<void> {
+  await run("ip", ["-n", ns.name, "route", "add", to, "via", via]);
+}

@@ -137,6 +137,7 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
           result: "failed",
           reason,
           step,
+          fromVersion: now?.version,
           toVersion: options.release.version,
           runDir: error instanceof SafeUpdateError ? error.runDir : undefined,
         };
