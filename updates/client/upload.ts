@@ -7,7 +7,8 @@
 // seconds for a while, since a unit whose previous upload connection died
 // holds its lock until its own idle timeout. A boot image (100 MiB of FAT,
 // most of it empty) goes gzip'd to a unit that lists the `gzip` feature:
-// the hash both sides compare is still the image's, uncompressed.
+// the hash both sides compare is still the image's, uncompressed (a file is
+// compressed once and kept for the next unit: updates/client/gzip-cache.ts).
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
@@ -19,6 +20,7 @@ import { formatBytes } from "../../lib/log.js";
 import { updateHashHeader, type UpdateHash, type UploadTarget } from "../../lib/wire/update-protocol.js";
 import { where, type UnitContext } from "./context.js";
 import { createStreamHash } from "../../lib/disk/hash.js";
+import { compressedFile } from "./gzip-cache.js";
 import { readText } from "./transport.js";
 import { unitAnswerError } from "./unit-errors.js";
 
@@ -54,6 +56,8 @@ export interface UploadSettings {
 
 interface Opened {
   stream: Readable;
+  /** The request body already gzip'd (a cached boot image), when it is. */
+  gzipped?: Buffer;
   /** The source, for messages. */
   what: string;
   /** Bytes that passed into the request so far, and their hash. */
@@ -130,6 +134,19 @@ async function describeSource(
   if (!info.isFile())
     throw new Rtr7Error("RTR7_ERR_FILE_MISSING", `push ${target}: ${source} is not a regular file`);
   const size = info.size;
+  if (settings.gzipTargets?.has(target)) {
+    const compressed = await compressedFile(source, info, settings.hash);
+    return {
+      size,
+      name: path.basename(source),
+      open: () => ({
+        stream: Readable.from([]),
+        gzipped: compressed.body,
+        what: source,
+        counted: { bytes: compressed.bytes, hex: () => compressed.hex },
+      }),
+    };
+  }
   return {
     size,
     name: path.basename(source),
@@ -180,7 +197,7 @@ async function streamOnce(
   if (gzip) {
     // Compressed whole first (level 1: the empty FAT shrinks a thousandfold,
     // fast): Content-Length then counts what goes over the wire.
-    const compressed = await compressAll(opened.stream);
+    const compressed = opened.gzipped ?? (await compressAll(opened.stream));
     request = { stream: Readable.from([compressed]), size: compressed.length };
   }
   const step = `PUT /update/${target} (${name}, ${formatBytes(size)}${gzip ? `, ${formatBytes(request.size)} gzip'd` : ""})`;
