@@ -6,7 +6,7 @@
 // --release DIR --select 'sim-*' --canary 0 --parallel P --soak 0s --json),
 // reaching the units through its inventory file. In the same run:
 //   - one unit's time: a rollout to one unit, the median of five;
-//   - 50 units at --parallel 10, 500 at --parallel 50 and at --parallel 10;
+//   - 50 and 500 units, each at --parallel 10 and at --parallel 50;
 // and for each: the rollout's wall time against the ideal, ceil(units /
 // parallel) × one unit's time (goal: within 1.2x), and each unit's own
 // time in it; the CLI's peak RSS and how it grows per unit from 50 to 500
@@ -19,7 +19,9 @@
 //   RTR7_BENCH_FLEET_UNITS        the large fleet (default 500)
 //   RTR7_BENCH_FLEET_SMALL        the small fleet (default 50)
 //   RTR7_BENCH_FLEET_SLOW_UNITS   units of the --parallel 10 run on the large fleet (default all)
-//   RTR7_BENCH_FLEET_DOWN_MS      how long a sim unit's reboot keeps it down (default 300)
+//   RTR7_BENCH_FLEET_DOWN_MS      how long a sim unit's reboot keeps it down (default 2000: a
+//                                 quick kexec; router7's units are gone ~13 s. At 300 ms a unit
+//                                 takes 0.6 s and the CLI's ~30 ms of CPU per unit decides a wave of 50)
 //   RTR7_BENCH_FLEET_ROUNDS       one-unit rollouts for the median (default 5)
 //   RTR7_BENCH_FLEET_CLI          the CLI's entry script (default bin/run.js; another build to compare)
 // Never asserts on time.
@@ -38,7 +40,7 @@ const env = process.env;
 const largeCount = Number(env.RTR7_BENCH_FLEET_UNITS ?? 500);
 const smallCount = Math.min(Number(env.RTR7_BENCH_FLEET_SMALL ?? 50), largeCount);
 const slowCount = Math.min(Number(env.RTR7_BENCH_FLEET_SLOW_UNITS ?? largeCount), largeCount);
-const downMs = Number(env.RTR7_BENCH_FLEET_DOWN_MS ?? 300);
+const downMs = Number(env.RTR7_BENCH_FLEET_DOWN_MS ?? 2000);
 const rounds = Number(env.RTR7_BENCH_FLEET_ROUNDS ?? 5);
 const password = "sim-fleet-bench-password";
 const firstAddress = "127.0.1.1";
@@ -149,7 +151,7 @@ async function main(): Promise<void> {
   let sims: SimFleetProcess | undefined;
   try {
     // v1 the units start on; one more release per rollout, so every rollout changes every unit it touches.
-    const versions = ["v1", ...Array.from({ length: rounds + 3 }, (_unused, index) => `v${index + 2}`)];
+    const versions = ["v1", ...Array.from({ length: rounds + 4 }, (_unused, index) => `v${index + 2}`)];
     const releases = await Promise.all(
       versions.map((version) => makeSimRelease(path.join(work, "releases", version), version)),
     );
@@ -243,6 +245,7 @@ async function main(): Promise<void> {
     const oneUnitMs = median(singles.map((single) => single.rolloutMs));
     const runs = [
       await rollout(`${smallCount} units`, smallCount, 10),
+      await rollout(`${smallCount} units`, smallCount, 50),
       await rollout(`${largeCount} units`, largeCount, 50),
       await rollout(`${slowCount} units`, slowCount, 10),
     ];
@@ -305,7 +308,7 @@ function report(singles: Rollout[], oneUnitMs: number, runs: Rollout[]): void {
     const fallbacks = run.fallbacks > 0 ? ` (${run.fallbacks} trials fell back)` : "";
     console.log(`${row(cells)}  ${result}${fallbacks}`);
   }
-  const [small, wide, narrow] = runs as [Rollout, Rollout, Rollout];
+  const [small, , wide, narrow] = runs as [Rollout, Rollout, Rollout, Rollout];
   const growth = (from: Rollout, to: Rollout) =>
     `${mib(from.peakRssKiB)} at ${from.units} units (--parallel ${from.parallel}) → ${mib(to.peakRssKiB)} at ${to.units} (--parallel ${to.parallel}): ${((to.peakRssKiB - from.peakRssKiB) / (to.units - from.units)).toFixed(1)} KiB per unit`;
   if (narrow.units > small.units) console.log(`\nPeak RSS growth: ${growth(small, narrow)} (goal < 100)`);
@@ -316,6 +319,13 @@ function report(singles: Rollout[], oneUnitMs: number, runs: Rollout[]): void {
   console.log(
     `Worst wall/ideal ratio: ${worst.toFixed(2)}x (goal <= 1.2x). A unit's own time (unit med/max) above one unit's time means the units slowed each other down (the CLI's CPU, the disk's fsyncs); a wall above waves × unit max, time between waves.`,
   );
+  const perUnit = runs
+    .filter((run) => run.cliCpuMs !== undefined && run.units >= 50)
+    .map((run) => ((run.cliCpuMs ?? 0) - (singles[0]?.cliCpuMs ?? 0)) / (run.units - 1));
+  if (perUnit.length > 0)
+    console.log(
+      `The CLI's CPU per unit beyond a one-unit rollout: ${perUnit.map((ms) => `${ms.toFixed(0)} ms`).join(", ")} (a wave of P units needs P × this of one core).`,
+    );
   const simShare = Math.max(...runs.map((run) => run.simCpuMs / run.rolloutMs));
   console.log(
     `The sims used at most ${(simShare * 100).toFixed(0)}% of one core during a rollout: ${simShare < 0.5 ? "not the bottleneck" : "a large share; read the ratios with care"}.`,

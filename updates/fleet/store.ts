@@ -3,10 +3,16 @@
 // through better-sqlite3. SQLite because a rollout's state must survive a
 // SIGKILL or a power cut at any moment, and the remote fleet will keep the
 // same tables for thousands of units in a long-running server: every change
-// here is one transaction, written ahead (WAL) and synced (synchronous=FULL)
-// before the call returns, so what the engine has been told is done is on
-// disk. The state machine lives in the engine (updates/fleet/engine.ts);
-// this module only records it and reads it back.
+// here is one transaction in the write-ahead log before the call returns, so
+// a SIGKILL of the CLI at any moment loses nothing (the OS holds what was
+// written). The WAL is fsynced at checkpoints (synchronous=NORMAL), not at
+// every change: FULL cost an fsync on the event loop at each step of each
+// unit, which made a wave of fifty units CPU-bound. A power cut of the
+// workstation may then lose the last changes, never the file's consistency,
+// and the engine's resume does not trust the store alone anyway: it asks
+// each unit that was running where it stands before going on. The state
+// machine lives in the engine (updates/fleet/engine.ts); this module only
+// records it and reads it back.
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -39,6 +45,7 @@ export interface RolloutRecord {
   status: RolloutStatus;
   /** The CLI process driving it (to tell a live rollout from a killed one). */
   pid: number | undefined;
+  /** When the rollout's own record (status, pid, reason) last changed. */
   updatedAt: string;
   finishedAt: string | undefined;
   reason: string | undefined;
@@ -183,6 +190,9 @@ const unitColumns: Record<keyof UnitPatch, string> = {
 };
 
 export class FleetStore {
+  /** Prepared statements by their SQL: preparing costs more than running a small one. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   private constructor(
     private readonly db: Database.Database,
     readonly file: string,
@@ -194,7 +204,7 @@ export class FleetStore {
       mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
       const db = new Database(file, { timeout: 10_000 });
       db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
+      db.pragma("synchronous = NORMAL");
       db.pragma("foreign_keys = ON");
       const version = Number(db.pragma("user_version", { simple: true }));
       if (version > schemaVersion)
@@ -209,6 +219,15 @@ export class FleetStore {
         cause: error,
       });
     }
+  }
+
+  private statement(sql: string): Database.Statement {
+    let prepared = this.statements.get(sql);
+    if (!prepared) {
+      prepared = this.db.prepare(sql);
+      this.statements.set(sql, prepared);
+    }
+    return prepared;
   }
 
   private write<T>(what: string, work: () => T): T {
@@ -279,16 +298,15 @@ export class FleetStore {
     this.write(`update ${hostname} in rollout ${id}`, () => {
       const assignments = keys.map((key) => `${unitColumns[key]} = ?`).join(", ");
       const values = keys.map((key) => patch[key] ?? null);
-      const changed = this.db
-        .prepare(`UPDATE rollout_units SET ${assignments} WHERE rollout_id = ? AND hostname = ?`)
-        .run(...values, id, hostname);
+      const changed = this.statement(
+        `UPDATE rollout_units SET ${assignments} WHERE rollout_id = ? AND hostname = ?`,
+      ).run(...values, id, hostname);
       if (changed.changes !== 1) throw new Error(`rollout ${id} has no unit ${hostname}`);
-      this.db.prepare(`UPDATE rollouts SET updated_at = ? WHERE id = ?`).run(new Date().toISOString(), id);
     });
   }
 
   rollout(id: string): RolloutRecord | undefined {
-    const row = this.db.prepare(`SELECT * FROM rollouts WHERE id = ?`).get(id) as Row | undefined;
+    const row = this.statement(`SELECT * FROM rollouts WHERE id = ?`).get(id) as Row | undefined;
     return row ? rolloutFromRow(row) : undefined;
   }
 
@@ -312,9 +330,9 @@ export class FleetStore {
 
   /** The rollout's units in their order. */
   units(id: string): RolloutUnit[] {
-    const rows = this.db
-      .prepare(`SELECT * FROM rollout_units WHERE rollout_id = ? ORDER BY position`)
-      .all(id) as Row[];
+    const rows = this.statement(`SELECT * FROM rollout_units WHERE rollout_id = ? ORDER BY position`).all(
+      id,
+    ) as Row[];
     return rows.map(unitFromRow);
   }
 
