@@ -68,3 +68,47 @@ export function macFlag() {
     parse: (input) => Promise.resolve(normaliseMac(input)),
   });
 }
+
+/** --updates-dir DIR: where runs (and the fleet's state) are kept. */
+export function updatesDirFlag(what = "Where runs are kept") {
+  return Flags.string({
+    description: `${what} (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).`,
+    helpValue: "DIR",
+  });
+}
+
+/** --health-timeout DURATION: how long a new version may take to report healthy. */
+export function healthTimeoutFlag() {
+  return Flags.string({
+    description: "How long the new version may take to report healthy.",
+    default: "2m",
+    helpValue: "DURATION",
+  });
+}
+
+/** --kexec / --no-kexec: reboot into the new slot with kexec. */
+export function kexecFlag() {
+  return Flags.boolean({
+    description: "Reboot into the new slot with kexec (needed for the one-shot trial boot).",
+    default: true,
+    allowNo: true,
+  });
+}
+
+/** --keep-only N: runs to keep per unit. */
+export function keepOnlyFlag() {
+  return Flags.integer({
+    description: "Keep this many runs per unit (never deleting the last known-good one).",
+    default: 5,
+    min: 1,
+  });
+}
+
+/** --poll DURATION: how often a unit's health is asked while waiting for it. */
+export function pollFlag() {
+  return Flags.string({
+    description: "How often a unit's health is asked while waiting for it.",
+    default: "500ms",
+    helpValue: "DURATION",
+  });
+}

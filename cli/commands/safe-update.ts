@@ -4,7 +4,14 @@ import { Flags } from "@oclif/core";
 import { fileURLToPath } from "node:url";
 import { parseDuration } from "../../lib/duration.js";
 import { Rtr7Command } from "../base.js";
-import { hostnameFlag, interfaceFlag } from "../flags.js";
+import {
+  healthTimeoutFlag,
+  hostnameFlag,
+  interfaceFlag,
+  keepOnlyFlag,
+  kexecFlag,
+  updatesDirFlag,
+} from "../flags.js";
 
 export default class SafeUpdate extends Rtr7Command {
   static override summary =
@@ -47,11 +54,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
       description: "Reach the unit at this address instead of its hostname.",
       helpValue: "ADDR",
     }),
-    "updates-dir": Flags.string({
-      description:
-        "Where runs are kept (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).",
-      helpValue: "DIR",
-    }),
+    "updates-dir": updatesDirFlag("Where runs are kept"),
     port: Flags.integer({ description: "The unit's update API port.", default: 80, min: 1, max: 65535 }),
     release: Flags.directory({
       description:
@@ -65,21 +68,9 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         "Build with this shell command instead of rtr7 image build; RTR7_OUT_DIR (and GOKR_DIR) name the run directory.",
       helpValue: "CMD",
     }),
-    "keep-only": Flags.integer({
-      description: "Keep this many runs (never deleting the last known-good one).",
-      default: 5,
-      min: 1,
-    }),
-    "health-timeout": Flags.string({
-      description: "How long the new version may take to report healthy.",
-      default: "2m",
-      helpValue: "DURATION",
-    }),
-    kexec: Flags.boolean({
-      description: "Reboot into the new slot with kexec (needed for the one-shot trial boot).",
-      default: true,
-      allowNo: true,
-    }),
+    "keep-only": keepOnlyFlag(),
+    "health-timeout": healthTimeoutFlag(),
+    kexec: kexecFlag(),
     "trial-deadline": Flags.string({
       description:
         "How long the unit runs the new slot uncommitted before falling back by itself (default: --health-timeout + 45s).",

@@ -4,7 +4,7 @@
 import { Flags } from "@oclif/core";
 import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Command } from "../../base.js";
-import { interfaceFlag } from "../../flags.js";
+import { interfaceFlag, updatesDirFlag } from "../../flags.js";
 
 export default class FleetLs extends Rtr7Command {
   static override summary = "List the units on the LAN (mDNS) and in the inventory, with version and health.";
@@ -36,11 +36,7 @@ answered from is used. Exit 0 even when units do not answer: the table says whic
       allowNo: true,
     }),
     interface: interfaceFlag("Browse mDNS on this interface only [default: every IPv4 interface]."),
-    "updates-dir": Flags.string({
-      description:
-        "Where fleet.sqlite keeps when units were last seen (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).",
-      helpValue: "DIR",
-    }),
+    "updates-dir": updatesDirFlag("Where fleet.sqlite keeps when units were last seen"),
   };
 
   async run(): Promise<void> {

@@ -2,11 +2,12 @@
 // the settings and the release it was started with (checked again against
 // its manifest). Units that were in the middle of their update are first
 // brought to a committed slot; finished units are never updated again.
-import { Args, Flags } from "@oclif/core";
+import { Args } from "@oclif/core";
 import path from "node:path";
 import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { Rtr7Command } from "../../base.js";
+import { keepOnlyFlag, pollFlag, updatesDirFlag } from "../../flags.js";
 
 export default class FleetResume extends Rtr7Command {
   static override summary = "Carry on a halted or interrupted rollout.";
@@ -30,17 +31,9 @@ again; failures from before the resume do not count against --max-failures again
   };
 
   static override flags = {
-    "updates-dir": Flags.string({
-      description:
-        "Where runs and fleet.sqlite are kept (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).",
-      helpValue: "DIR",
-    }),
-    "keep-only": Flags.integer({ description: "Runs to keep per unit.", default: 5, min: 1 }),
-    poll: Flags.string({
-      description: "How often a unit's health is asked while waiting for it.",
-      default: "500ms",
-      helpValue: "DURATION",
-    }),
+    "updates-dir": updatesDirFlag("Where runs and fleet.sqlite are kept"),
+    "keep-only": keepOnlyFlag(),
+    poll: pollFlag(),
   };
 
   async run(): Promise<void> {

@@ -1,10 +1,11 @@
 // `rtr7 fleet status [ROLLOUT]`: where a rollout stands or how it ended,
 // read from the updates directory's fleet.sqlite; the latest without an
 // argument. A rollout whose CLI died shows as "interrupted".
-import { Args, Flags } from "@oclif/core";
+import { Args } from "@oclif/core";
 import path from "node:path";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { Rtr7Command } from "../../base.js";
+import { updatesDirFlag } from "../../flags.js";
 
 export default class FleetStatus extends Rtr7Command {
   static override summary = "Show where a rollout stands, or how it ended.";
@@ -27,11 +28,7 @@ unit.`;
   };
 
   static override flags = {
-    "updates-dir": Flags.string({
-      description:
-        "Where runs and fleet.sqlite are kept (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).",
-      helpValue: "DIR",
-    }),
+    "updates-dir": updatesDirFlag("Where runs and fleet.sqlite are kept"),
   };
 
   async run(): Promise<void> {

@@ -7,7 +7,14 @@ import path from "node:path";
 import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { Rtr7Command } from "../../base.js";
-import { interfaceFlag } from "../../flags.js";
+import {
+  healthTimeoutFlag,
+  interfaceFlag,
+  keepOnlyFlag,
+  kexecFlag,
+  pollFlag,
+  updatesDirFlag,
+} from "../../flags.js";
 
 /** "0.1" or "10%": a fraction between 0 and 1. */
 function parseRate(text: string): number {
@@ -78,22 +85,10 @@ carries on after a halt or a kill. Without --release, the release is built once 
       default: "2m",
       helpValue: "DURATION",
     }),
-    "health-timeout": Flags.string({
-      description: "How long the new version may take to report healthy.",
-      default: "2m",
-      helpValue: "DURATION",
-    }),
-    kexec: Flags.boolean({
-      description: "Reboot into the new slot with kexec (needed for the one-shot trial boot).",
-      default: true,
-      allowNo: true,
-    }),
-    "keep-only": Flags.integer({ description: "Runs to keep per unit.", default: 5, min: 1 }),
-    "updates-dir": Flags.string({
-      description:
-        "Where runs and fleet.sqlite are kept (default $XDG_DATA_HOME/rtr7/updates, i.e. ~/.local/share/rtr7/updates).",
-      helpValue: "DIR",
-    }),
+    "health-timeout": healthTimeoutFlag(),
+    kexec: kexecFlag(),
+    "keep-only": keepOnlyFlag(),
+    "updates-dir": updatesDirFlag("Where runs and fleet.sqlite are kept"),
     browse: Flags.boolean({
       description: "Find units by mDNS as well as in the inventory (--no-browse: the inventory only).",
       default: true,
@@ -101,11 +96,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
     }),
     timeout: Flags.string({ description: "How long to browse mDNS.", default: "3s", helpValue: "DURATION" }),
     interface: interfaceFlag("Browse mDNS on this interface only [default: every IPv4 interface]."),
-    poll: Flags.string({
-      description: "How often a unit's health is asked while waiting for it.",
-      default: "500ms",
-      helpValue: "DURATION",
-    }),
+    poll: pollFlag(),
   };
 
   async run(): Promise<void> {
