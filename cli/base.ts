@@ -56,10 +56,11 @@ export abstract class Rtr7Command extends Command {
       // oclif's own parse errors: unknown flags, missing or invalid values.
       code = "RTR7_ERR_USAGE";
       message = oneLine(error.message);
-      hint = `Run \`rtr7 ${(this.id ?? "").replace(/:/g, " ")} --help\` to see its flags and examples.`.replace(
-        "  ",
-        " ",
-      );
+      hint =
+        `Run \`rtr7 ${(this.id ?? "").replace(/:/g, " ")} --help\` to see its flags and examples.`.replace(
+          "  ",
+          " ",
+        );
     } else {
       code = "RTR7_ERR_INTERNAL";
       message = error.message;

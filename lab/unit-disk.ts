@@ -4,7 +4,15 @@
 // (partition 2), and an ext4 /perm in partition 4, optionally pre-filled
 // from a directory (interfaces.json, gokr-pw.txt). For QEMU tests and demos
 // that boot a unit from its disk without a recovery first. The file is
-// sparse: only non-zero image blocks are written.
+// sparse: only non-zero image blocks are written. A fleet release's
+// syslinux.cfg (disk 0) is pointed at this disk, as recovery-init does.
+import {
+  locateBootConfigSector,
+  partitionRangeReader,
+  readBootConfigSector,
+  writeBootConfigSector,
+} from "../lib/disk/boot-config-sector.js";
+import { bootConfigRootDisks, withConfigRootDisk } from "../lib/wire/boot-config.js";
 import { execFile } from "node:child_process";
 import { open, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
@@ -60,6 +68,21 @@ async function writeSparse(
   }
 }
 
+/** A fleet release's syslinux.cfg names disk 0: point it at this disk, as recovery-init does. */
+async function fitFleetBootConfig(disk: string, partitionOffset: number, diskId: number): Promise<void> {
+  const read = partitionRangeReader(disk, partitionOffset);
+  const sector = await locateBootConfigSector(read).catch(() => undefined);
+  if (!sector) return;
+  const config = await readBootConfigSector(read, sector);
+  if (!bootConfigRootDisks(config).includes(0)) return;
+  await writeBootConfigSector({
+    path: disk,
+    partitionOffset,
+    sector,
+    config: withConfigRootDisk(config, diskId),
+  });
+}
+
 export async function assembleUnitDisk(options: UnitDiskOptions): Promise<void> {
   const layout = planLayout(options.diskBytes ?? 2 * 1024 ** 3);
   const [boot, rootA, , perm] = layout.partitions;
@@ -81,6 +104,7 @@ export async function assembleUnitDisk(options: UnitDiskOptions): Promise<void> 
   } finally {
     await disk.close();
   }
+  await fitFleetBootConfig(options.disk, boot.byteOffset, diskIdentifier(options.hostname));
   // mke2fs writes the file system in place at the offset; the size is in KiB.
   await execFileAsync(
     "mke2fs",

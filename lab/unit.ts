@@ -19,6 +19,7 @@ import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
 import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../lib/wire/disk-layout.js";
 import { readBootConfig } from "../router/boot/boot-partition.js";
+import { hostnameFileText, permHostnameFile } from "../lib/wire/unit-hostname.js";
 import type { NextBoot } from "../router/boot/boot-control.js";
 import { nextBootFile, processUnitPaths } from "../router/process-mode.js";
 import { isSlot, type Slot } from "../router/unit.js";
@@ -81,6 +82,8 @@ export async function prepareUnitDir(
   const paths = processUnitPaths(dir, "");
   await mkdir(paths.perm, { recursive: true });
   await mkdir(paths.run, { recursive: true });
+  // As a recovery does: the unit's name, whichever release it runs.
+  await writeFile(path.join(paths.perm, permHostnameFile), hostnameFileText(hostname));
   await copyFile(path.join(imageDir, "boot.img"), paths.boot);
   await copyFile(path.join(imageDir, "root.img"), paths.roots.a);
   await truncate(paths.roots.a, rootSlotBytes);

@@ -1,9 +1,11 @@
 // /perm on the unit during a recovery: mounted if it holds a file system,
 // made only where there is none (existing data is never formatted away, not
 // even when its ext4 refuses to mount), and given router7's interfaces.json
-// when it has none, written atomically (lib/atomic-file.ts).
+// when it has none, and the unit's hostname (/perm/hostname, which a fleet
+// release boots by), both written atomically (lib/atomic-file.ts).
 import { access, open } from "node:fs/promises";
 import { writeFileAtomically } from "../lib/atomic-file.js";
+import { hostnameFileText, permHostnameFile } from "../lib/wire/unit-hostname.js";
 import type { Lease, UnitSystem } from "./system.js";
 
 /** The ext4 superblock magic (0xEF53) at byte 1080 of the partition. */
@@ -65,4 +67,9 @@ export async function writeInterfacesJson(
   );
   await writeFileAtomically(path, content + "\n", { mode: 0o644 });
   say(`wrote ${path} (lan0 ${lease.mac} ${lease.address}/${lease.prefixLength})`);
+}
+
+/** /perm/hostname: the unit's name whatever release it boots (lib/wire/unit-hostname.ts). */
+export async function writeUnitHostname(perm: string, hostname: string): Promise<void> {
+  await writeFileAtomically(`${perm}/${permHostnameFile}`, hostnameFileText(hostname), { mode: 0o644 });
 }

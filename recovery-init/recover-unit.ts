@@ -1,7 +1,9 @@
 // The steps of a recovery on the unit, in order: network, disk, manifest,
-// partition table, images (each verified on disk), /perm (made only if it
+// partition table, images (each verified on disk), boot.img's syslinux.cfg
+// pointed at this disk (a fleet release names none), /perm (made only if it
 // holds no file system: existing data is never formatted away), the backup,
-// interfaces.json, then success. Each step reports progress; the first
+// interfaces.json, /perm/hostname, the update API's password fetched with
+// the session token, then success. Each step reports progress; the first
 // failure stops everything with the step's name, and nothing after it runs,
 // so a half-written disk is never rebooted into.
 import { access, open } from "node:fs/promises";
@@ -11,7 +13,10 @@ import type { RecoveryParameters } from "./cmdline.js";
 import type { Reporter } from "./reporter.js";
 import type { Lease, UnitSystem } from "./system.js";
 import { writeImage, type ImageTarget } from "./write-image.js";
-import { mountPerm, writeInterfacesJson } from "./perm.js";
+import { mountPerm, writeInterfacesJson, writeUnitHostname } from "./perm.js";
+import { fitBootConfigToDisk } from "./boot-config.js";
+import { fetchUnitPassword, passwordFile, writeUnitPassword } from "./credentials.js";
+import { fsDisk } from "../lib/disk/device.js";
 import { chooseDisk } from "./disk/choose.js";
 import {
   diskIdentifier,
@@ -138,6 +143,14 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
       });
       say(`${expected.name}: written and verified on disk`);
     }
+    await begin("boot-config", "pointing syslinux.cfg at this disk's root slots");
+    await fitBootConfigToDisk({
+      disk: disk.device,
+      partitionOffset: bootPartition.byteOffset,
+      diskId: diskIdentifier(parameters.hostname),
+      device: fsDisk({ dropCaches: () => system.dropCaches() }),
+      say,
+    });
 
     await begin("perm", "mounting /perm");
     const permDevice = partitionDevice(disk.device, partitionNumbers.perm);
@@ -158,6 +171,18 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
       say(`restored ${restored.files} files, ${restored.directories} directories (${restored.bytes} bytes)`);
     }
     await writeInterfacesJson(perm, options.lease, say);
+    await writeUnitHostname(perm, parameters.hostname);
+    say(`wrote ${perm}/hostname (${parameters.hostname})`);
+
+    // After the restore, so a password in the backup does not win over the workstation's.
+    await begin("credentials", "fetching the update API password");
+    const password = await fetchUnitPassword({ baseUrl: base, token: parameters.token, fetch: doFetch });
+    if (password === undefined) {
+      say(`the server offers no password: ${perm}/${passwordFile} stays as it is`);
+    } else {
+      await writeUnitPassword(perm, password);
+      say(`wrote ${perm}/${passwordFile} (the workstation's password for ${parameters.hostname})`);
+    }
 
     await begin("finish", "syncing and unmounting /perm");
     await system.sync();

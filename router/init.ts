@@ -1,6 +1,7 @@
 // PID 1 on a unit. The boot initrd has mounted the root slot and moved /dev
 // into it; this mounts the rest (/proc, /sys, /tmp, /run, /perm from
-// partition 4 of the root's disk), loads the modules, names the host, brings
+// partition 4 of the root's disk), loads the modules, names the host
+// (/perm/hostname, else build.json: router/build-info.ts), brings
 // up lan0 from /perm/interfaces.json (else DHCP on the first NIC), then runs
 // the suite (router/suite.ts). A reboot stops the services, unmounts /perm
 // and either kexecs the next slot's kernel (the default, and the only way a
@@ -15,7 +16,7 @@ import { createLogger } from "../lib/log.js";
 import { partitionDevice, partitionNumbers } from "../lib/wire/disk-layout.js";
 import type { NextBoot } from "./boot/boot-control.js";
 import { copyBootFileOut, readBootConfig } from "./boot/boot-partition.js";
-import { readBuildInfo } from "./build-info.js";
+import { readBuildInfo, unitHostname } from "./build-info.js";
 import { runSuite } from "./suite.js";
 import type { ServiceSpec } from "./supervisor/supervisor.js";
 import { isSlot, unitPorts, type ServiceConfig, type Slot, type UnitPaths } from "./unit.js";
@@ -241,7 +242,6 @@ export async function runUnitInit(): Promise<void> {
   const cmdline = parseUnitCmdline(await readFile("/proc/cmdline", "utf8"));
   const etc = "/etc/rtr7";
   const build = await readBuildInfo(etc);
-  await writeFile("/proc/sys/kernel/hostname", build.hostname).catch(() => undefined);
 
   const disk = await rootDisk();
   const paths: UnitPaths = {
@@ -269,6 +269,11 @@ export async function runUnitInit(): Promise<void> {
     say(`/perm did not mount (${(error as Error).message}); running with an empty /perm in memory`);
     await mountQuietly("tmpfs", "tmpfs", "/perm");
   }
+  // A fleet release names no unit: the hostname lives on /perm, mounted now.
+  const named = await unitHostname(paths.perm, build);
+  if (named.problem !== undefined) say(named.problem);
+  const hostname = named.hostname;
+  await writeFile("/proc/sys/kernel/hostname", hostname).catch(() => undefined);
 
   await bb("ip", ["link", "set", "lo", "up"]).catch(() => undefined);
   const configured = await configureInterfaces(paths.perm);
@@ -281,16 +286,7 @@ export async function runUnitInit(): Promise<void> {
       extra.push({
         name: "dhcp",
         command: busybox,
-        args: [
-          "udhcpc",
-          "-f",
-          "-i",
-          interfaceName,
-          "-s",
-          "/run/udhcpc.script",
-          "-x",
-          `hostname:${build.hostname}`,
-        ],
+        args: ["udhcpc", "-f", "-i", interfaceName, "-s", "/run/udhcpc.script", "-x", `hostname:${hostname}`],
       });
       say(`no /perm/interfaces.json: DHCP on ${interfaceName}`);
     }
@@ -305,7 +301,7 @@ export async function runUnitInit(): Promise<void> {
     );
   const config: ServiceConfig = {
     mode: "unit",
-    hostname: build.hostname,
+    hostname,
     version: build.version,
     model: await model(),
     slot: cmdline.slot,

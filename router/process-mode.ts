@@ -2,7 +2,9 @@
 // started by `rtr7 lab unit` from the code of the slot it boots. The slots
 // and the boot partition are files under DIR, /perm is DIR/perm, and a
 // reboot is this process writing DIR/run/next-boot.json and exiting: the
-// lab's loop then plays firmware and boot loader.
+// lab's loop then plays firmware and boot loader. The hostname is
+// DIR/perm/hostname's, else --hostname's, else build.json's (router/
+// build-info.ts), so a fleet release keeps each unit's name.
 import { mkdir } from "node:fs/promises";
 import { writeNextBoot } from "./next-boot.js";
 import { networkInterfaces } from "node:os";
@@ -10,7 +12,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { createLogger } from "../lib/log.js";
 import type { NextBoot } from "./boot/boot-control.js";
-import { readBuildInfo } from "./build-info.js";
+import { readBuildInfo, unitHostname } from "./build-info.js";
 import { runSuite } from "./suite.js";
 import { isSlot, unitPorts, type ServiceConfig, type UnitPaths } from "./unit.js";
 
@@ -58,9 +60,11 @@ export async function runProcessMode(argv: string[], init: string): Promise<void
   const paths = processUnitPaths(dir, etc);
   await mkdir(paths.run, { recursive: true });
   await mkdir(paths.perm, { recursive: true });
+  const named = await unitHostname(paths.perm, build, values.hostname);
+  if (named.problem !== undefined) say(named.problem);
   const config: ServiceConfig = {
     mode: "process",
-    hostname: values.hostname ?? build.hostname,
+    hostname: named.hostname,
     version: build.version,
     model: "process",
     slot: values.slot,

@@ -1,7 +1,10 @@
 // One recovery run, start to finish: choose the network, hash the images
-// into a manifest, start HTTP, TFTP and DHCP on the unit's interface, watch
-// the serial console (driving the boot menu if asked), reset the unit, then
-// wait for its verdict. Resolves with a summary when the unit reports
+// into a manifest (refusing a release built for another unit), start HTTP,
+// TFTP and DHCP on the unit's interface, watch the serial console (driving
+// the boot menu if asked), reset the unit, then wait for its verdict. The
+// unit fetches its update API password over the token-checked HTTP: the
+// workstation's for the hostname, or a new one kept there first
+// (updates/credentials.ts). Resolves with a summary when the unit reports
 // success; rejects with an Rtr7Error when it reports failure, its kernel
 // panics, the timeout passes or the run is aborted. Whatever happens, every
 // server and device opened here is closed before this returns.
@@ -19,6 +22,7 @@ import { buildRecoveryHttp } from "./http/recovery-http.js";
 import { chooseRecoveryNetwork, type InterfaceWorld } from "./net/interfaces.js";
 import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
 import { startTftpServer } from "./tftp/server.js";
+import { releaseKind } from "./release.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
 
 export interface RecoveryImages {
@@ -26,6 +30,8 @@ export interface RecoveryImages {
   boot: string;
   root: string;
   backup?: string;
+  /** The build's manifest.json, when the images come from `rtr7 image build`'s directory. */
+  manifest?: string;
 }
 
 export interface RecoverOptions {
@@ -56,6 +62,12 @@ export interface RecoverOptions {
   token?: string;
   resetUnit?: (options: { rebootor?: string; log: Logger }) => Promise<unknown>;
   onProgress?: (report: ProgressReport) => void;
+  /**
+   * The unit's update API password, asked for when the unit fetches it;
+   * default: the workstation's for the hostname, else a new one written
+   * there (updates/credentials.ts provisionUnitPassword).
+   */
+  password?: () => Promise<string>;
 }
 
 export interface RecoverySummary {
@@ -81,6 +93,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   );
   const token = options.token ?? randomBytes(16).toString("hex");
   const { imageFiles, manifest } = await prepareImages(options.images, options.hostname, log);
+  const password = once(options.password ?? (() => workstationPassword(options.hostname, log)));
   const initrd = options.initrd ?? (await defaultInitrd(options.kernel, log));
   const bootInputs = {
     kernel: options.kernel,
@@ -111,6 +124,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       token,
       log,
       priorityPeers: [network.unitAddress],
+      password,
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image
         // is written go to onProgress (a progress bar, or JSON lines).
@@ -204,11 +218,38 @@ async function defaultInitrd(kernel: string, log: Logger): Promise<string> {
   return built.path;
 }
 
+/** `make` run at most once; later calls share its promise (a failure too). */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+}
+
+async function workstationPassword(hostname: string, log: Logger): Promise<string> {
+  const { provisionUnitPassword } = await import("../updates/credentials.js");
+  const found = await provisionUnitPassword(hostname);
+  log.info(
+    { event: "password", source: found.source, created: found.created },
+    found.created
+      ? `no update API password for ${hostname} on this workstation: made one, kept in ${found.source} (0600)`
+      : `the unit gets the update API password from ${found.source}`,
+  );
+  return found.password;
+}
+
 async function prepareImages(
   images: RecoveryImages,
   hostname: string,
   log: Logger,
 ): Promise<{ imageFiles: FileMap; manifest: Manifest }> {
+  const release = await releaseKind(images, hostname);
+  log.info(
+    { event: "release", ...release },
+    release.anyUnit
+      ? `the images are a fleet release: recovery names them for ${hostname}`
+      : release.hostname
+        ? `the images are built for ${hostname}`
+        : "the images say nothing of the unit they are for",
+  );
   const named: [string, string][] = [
     [imageFileNames.mbr, images.mbr],
     [imageFileNames.boot, images.boot],
@@ -223,7 +264,10 @@ async function prepareImages(
   for (const image of hashed) {
     log.debug({ event: "image", ...image }, `${image.name}: ${image.size} bytes, sha256 ${image.sha256}`);
   }
-  return { imageFiles, manifest: { hostname, images: hashed } };
+  return {
+    imageFiles,
+    manifest: { ...(release.anyUnit ? { anyUnit: true } : { hostname }), images: hashed },
+  };
 }
 
 async function listenHttp(

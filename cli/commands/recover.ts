@@ -18,7 +18,15 @@ export default class Recover extends Rtr7Command {
 resets the unit through a Teensy rebootor (or drives its boot menu over a serial console),
 serves pxelinux, the kernel and the recovery initramfs, then the images. Exits 0 when the
 unit reports success, non-zero with the unit's error otherwise. Only PXE clients are
-answered, so the LAN's own DHCP server is not disturbed.`;
+answered, so the LAN's own DHCP server is not disturbed.
+
+The unit's entry in the fleet inventory ($XDG_CONFIG_HOME/rtr7/fleet.json, \`rtr7 fleet add\`)
+gives --mac, --rebootor, --serial and --disk when they are not given. The images may be
+built for this hostname or be a fleet release (\`rtr7 image build\` without --hostname);
+images built for another hostname are refused. The unit gets the update API password
+this workstation keeps for it (RTR7_PASSWORD, or gokrazy's hosts/H/http-password.txt, or
+its global http-password.txt); without one a new one is made and kept in
+hosts/H/http-password.txt (0600). It travels over the recovery's token-checked HTTP only.`;
 
   static override examples = [
     {
@@ -101,10 +109,25 @@ answered, so the LAN's own DHCP server is not disturbed.`;
     const { flags } = await this.parse(Recover);
     const log = this.makeLogger(flags);
     const { recover } = await import("../../server/recover.js");
-    const { resolveRecoveryImages } = await import("../recover-inputs.js");
+    const { resolveRecoveryImages, withInventoryDefaults } = await import("../recover-inputs.js");
     const { newestKernel } = await import("../../lib/host-kernel.js");
     const { parseDuration } = await import("../../lib/duration.js");
     const { Rtr7Error } = await import("../../lib/errors.js");
+    const { inventoryFile, inventoryUnit } = await import("../../updates/fleet/inventory.js");
+    const inventory = inventoryFile();
+    const { values: unit, fromInventory } = withInventoryDefaults(
+      { mac: flags.mac, rebootor: flags.rebootor, serial: flags.serial, disk: flags.disk },
+      await inventoryUnit(inventory, flags.hostname),
+    );
+    if (fromInventory.length > 0)
+      log.info(
+        {
+          event: "inventory",
+          file: inventory,
+          ...Object.fromEntries(fromInventory.map((flag) => [flag, unit[flag]])),
+        },
+        `from ${flags.hostname}'s entry in ${inventory}: ${fromInventory.map((flag) => `--${flag} ${unit[flag] ?? ""}`).join(", ")}`,
+      );
     const controller = new AbortController();
     const stop = (signal: NodeJS.Signals): void =>
       controller.abort(
@@ -128,13 +151,13 @@ answered, so the LAN's own DHCP server is not disturbed.`;
       bootOver: flags["boot-over"],
       interfaceName: flags.interface,
       recoverOctet: flags["recover-octet"],
-      mac: flags.mac,
-      disk: flags.disk,
+      mac: unit.mac,
+      disk: unit.disk,
       reset: flags.reset,
-      rebootor: flags.rebootor,
-      serial: flags.serial
+      rebootor: unit.rebootor,
+      serial: unit.serial
         ? {
-            path: flags.serial,
+            path: unit.serial,
             baudRate: flags.baud,
             bootMenu: flags["boot-menu"],
             logFile: flags["serial-log"] ?? `console-${flags.hostname}.log`,

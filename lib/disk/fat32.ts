@@ -1,7 +1,8 @@
 // Where a file in the root directory of a FAT32 file system keeps its bytes:
-// which clusters, at which byte offsets of the partition. The unit uses it to
-// rewrite its boot configuration (lib/wire/boot-config.ts) in place, as one
-// sector write that a power cut cannot tear. mtools, which does everything
+// which clusters, at which byte offsets of the partition. The unit (and
+// recovery-init, for a fleet release) uses it to rewrite the boot
+// configuration (lib/wire/boot-config.ts) in place, as one sector write that
+// a power cut cannot tear (lib/disk/boot-config-sector.ts). mtools, which does everything
 // else on the boot partition, cannot do that: `mcopy -o` frees the file's
 // clusters, allocates new ones and rewrites the directory entry, several
 // writes with a window in which the file is neither old nor new. No npm

@@ -154,3 +154,27 @@ export function withRootDisk(append: string, diskId: number, slot: BootSlot): st
   const words = append.split(/\s+/).filter((word) => word !== "" && !word.startsWith("root="));
   return [root, ...words].join(" ");
 }
+
+/**
+ * The MBR disk identifiers the labels' root= name (0 in a fleet release,
+ * built for no unit in particular); empty when no label names one.
+ */
+export function bootConfigRootDisks(config: BootConfig): number[] {
+  const disks = new Set<number>();
+  for (const slot of bootSlots) {
+    const append = config.labels[slot]?.append ?? "";
+    const match = /(?:^|\s)root=PARTUUID=([0-9a-fA-F]{8})-0[0-9a-fA-F](?:\s|$)/.exec(append);
+    if (match?.[1]) disks.add(Number.parseInt(match[1], 16));
+  }
+  return [...disks];
+}
+
+/** `config` with every label's root= naming its slot on the disk with MBR id `diskId`. */
+export function withConfigRootDisk(config: BootConfig, diskId: number): BootConfig {
+  const labels: Partial<Record<BootSlot, BootLabel>> = {};
+  for (const slot of bootSlots) {
+    const label = config.labels[slot];
+    if (label) labels[slot] = { ...label, append: withRootDisk(label.append, diskId, slot) };
+  }
+  return { defaultSlot: config.defaultSlot, labels };
+}

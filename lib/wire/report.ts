@@ -1,7 +1,9 @@
 // What the unit reports to the recovery server during a recovery: progress,
 // success and failure. recovery-init sends these; server/http checks them
 // against the same JSON schemas. Each carries the per-run session token as
-// `Authorization: Bearer <token>`.
+// `Authorization: Bearer <token>`. The same token fetches the update API's
+// password (GET /credentials), which recovery-init writes to
+// /perm/gokr-pw.txt: it never travels on the kernel command line or TFTP.
 
 export interface ProgressReport {
   /** A short step name: "dhcp", "partition", "write", "perm", "restore", ... */
@@ -50,6 +52,14 @@ export const failureReportSchema = {
   additionalProperties: false,
   properties: { step: text(64), message: text(4096) },
 } as const;
+
+/** Where the unit fetches the update API's password, with the session token. */
+export const credentialsPath = "/credentials";
+
+/** GET /credentials's JSON body. */
+export interface CredentialsReply {
+  password: string;
+}
 
 /** Kernel command-line parameters that tell the unit where its server is. */
 export { recoveryCmdlineKeys as cmdlineKeys } from "./kernel-cmdline.js";

@@ -4,16 +4,23 @@
 // this machine's kernel has no vfat, and the unit never has the partition
 // mounted, so an update cannot leave it mounted half-written. mtools only
 // ever writes files no boot reads (the inactive slot's kernel); the boot
-// configuration, which every boot reads, is rewritten here in place as one
-// sector (lib/wire/boot-config.ts), found through lib/disk/fat32.ts.
+// configuration, which every boot reads, is rewritten in place as one
+// sector (lib/wire/boot-config.ts), found through lib/disk/fat32.ts, by
+// lib/disk/boot-config-sector.ts.
 import { execFile } from "node:child_process";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { fsDisk, readAt, type DiskDevice } from "../../lib/disk/device.js";
-import { locateRootFile, type ReadAt } from "../../lib/disk/fat32.js";
-import { Rtr7Error, describeError } from "../../lib/errors.js";
+import {
+  locateBootConfigSector,
+  partitionRangeReader,
+  writeBootConfigSector,
+  type BootConfigSector,
+} from "../../lib/disk/boot-config-sector.js";
+import type { DiskDevice } from "../../lib/disk/device.js";
+import type { ReadAt } from "../../lib/disk/fat32.js";
+import { Rtr7Error } from "../../lib/errors.js";
 import {
   bootConfigFile,
   parseBootConfig,
@@ -114,17 +121,10 @@ async function syncTarget(boot: string): Promise<void> {
 
 /** Reads ranges of a partition or image file. */
 export function partitionReader(target: string): ReadAt {
-  return (offset, length) => readAt(target, offset, length);
+  return partitionRangeReader(target);
 }
 
-/** Where the boot configuration lies when one sector write can replace it. */
-export interface BootConfigSector {
-  /** Byte offset of its sector in the partition. */
-  offset: number;
-  /** Its size: every rewrite is padded to it, so the directory entry never changes. */
-  size: number;
-  sectorBytes: number;
-}
+export type { BootConfigSector };
 
 /**
  * The sector holding syslinux.cfg, or undefined when it does not sit whole
@@ -132,11 +132,7 @@ export interface BootConfigSector {
  * bytes): then it can only be rewritten by mtools.
  */
 export async function bootConfigSector(boot: string): Promise<BootConfigSector | undefined> {
-  const extent = await locateRootFile(partitionReader(boot), bootConfigFile);
-  if (!extent || extent.clusters.length !== 1 || extent.size === 0) return undefined;
-  const { sectorBytes } = extent.geometry;
-  if (extent.size > sectorBytes) return undefined;
-  return { offset: extent.offsets[0] ?? 0, size: extent.size, sectorBytes };
+  return locateBootConfigSector(partitionReader(boot));
 }
 
 export async function readBootConfig(boot: string): Promise<BootConfig> {
@@ -146,9 +142,10 @@ export async function readBootConfig(boot: string): Promise<BootConfig> {
 /**
  * Writes `config` to the boot partition. Where the file sits in one sector
  * (every partition rtr7 builds), that sector is rewritten in place, fsynced
- * and read back past the page cache: a power cut leaves the old sector or
- * the new. Otherwise mtools writes it (not power-safe, and said so in the
- * log); the new file is one sector, so the next rewrite is in place.
+ * and read back past the page cache (lib/disk/boot-config-sector.ts, which
+ * recovery-init shares): a power cut leaves the old sector or the new.
+ * Otherwise mtools writes it (not power-safe, and said so in the log); the
+ * new file is one sector, so the next rewrite is in place.
  */
 export async function writeBootConfig(
   boot: string,
@@ -163,38 +160,11 @@ export async function writeBootConfig(
     await writeBootFile(boot, bootConfigFile, renderBootConfig(config));
     return "file";
   }
-  const text = renderBootConfig(config, sector.size);
-  const block = await partitionReader(boot)(sector.offset, sector.sectorBytes);
-  if (block.length !== sector.sectorBytes)
-    throw new Rtr7Error("RTR7_ERR_BOOT_CONFIG", `${boot}: the sector of ${bootConfigFile} lies past its end`);
-  text.copy(block, 0);
-  const device = options.device ?? fsDisk();
-  try {
-    const writer = await device.openWriter(boot);
-    try {
-      await writer.write(block, sector.offset);
-      await writer.sync();
-    } finally {
-      await writer.close();
-    }
-    const reader = await device.openReader(boot);
-    const seen: Buffer[] = [];
-    try {
-      await reader.dropCache();
-      await reader.readRange(sector.offset, sector.offset + sector.sectorBytes, (bytes) =>
-        seen.push(Buffer.from(bytes)),
-      );
-    } finally {
-      await reader.close();
-    }
-    if (!Buffer.concat(seen).equals(block))
-      throw new Error(`read back differs from what was written at byte ${sector.offset}`);
-  } catch (cause) {
-    throw new Rtr7Error(
-      "RTR7_ERR_BOOT_CONFIG",
-      `write ${bootConfigFile} (${boot}, one sector at byte ${sector.offset}): ${describeError(cause)}`,
-      { cause },
-    );
-  }
+  await writeBootConfigSector({
+    path: boot,
+    sector,
+    config,
+    ...(options.device ? { device: options.device } : {}),
+  });
   return "sector";
 }

@@ -2,7 +2,9 @@
 // images and the manifest for the unit, and the unit's progress, success and
 // failure reports. Reports must carry the run's session token as a bearer
 // token; a wrong or missing one gets 403 before the body is even parsed, and
-// changes nothing. Images are served from a FileMap only (no directory), with
+// changes nothing. The unit's update API password (GET /credentials) is
+// handed out with the same token only, never logged, and never cached by
+// anything between. Images are served from a FileMap only (no directory), with
 // HEAD, Content-Length and single-range requests, because recovery-init and
 // curl resume and probe with them. Errors are answered in rtr7's one JSON
 // shape with the catalogue's status (lib/http-error.ts).
@@ -24,11 +26,13 @@ import { defaultTransferLimits, TransferGate, type TransferLimits } from "./tran
 import type { FileMap, ServedFile } from "../../lib/served-files.js";
 import type { Manifest } from "../../lib/wire/manifest.js";
 import {
+  credentialsPath,
   failureReportSchema,
   progressReportSchema,
   successReportSchema,
   type FailureReport,
   type ProgressReport,
+  type CredentialsReply,
   type SuccessReport,
 } from "../../lib/wire/report.js";
 
@@ -38,6 +42,11 @@ export interface RecoveryHttpOptions {
   manifest: Manifest;
   token: string;
   log: Logger;
+  /**
+   * The unit's update API password, for GET /credentials (asked once per
+   * request: the caller keeps it stable). Without it that path is 404.
+   */
+  password?: () => Promise<string>;
   onProgress?: (report: ProgressReport, peer: string) => void;
   onSuccess?: (report: SuccessReport, peer: string) => void;
   onFailure?: (report: FailureReport, peer: string) => void;
@@ -111,6 +120,18 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     });
   }
   app.get("/manifest.json", (_request, reply) => reply.send(options.manifest));
+
+  const password = options.password;
+  if (password) {
+    app.get(credentialsPath, { onRequest: requireToken }, async (request, reply) => {
+      const body: CredentialsReply = { password: await password() };
+      log.info(
+        { peer: request.ip, event: "credentials" },
+        "the unit fetched its update API password (not logged)",
+      );
+      return reply.header("cache-control", "no-store").send(body);
+    });
+  }
 
   app.post<{ Body: ProgressReport }>(
     "/progress",

@@ -102,6 +102,9 @@ async function recoverOnce(
       initrd: "default",
       extra: ["--json", `--timeout=${Math.round(runTimeoutMs / 1000) - 60}s`, ...extra],
     }),
+    // The unit's password (recovery writes it to /perm/gokr-pw.txt): the
+    // backup's, so /perm holds what the backup did, and no workstation file is made.
+    { env: { ...process.env, RTR7_PASSWORD: "hunter2" } },
   );
   await recover.waitForLine(/"event":"start"/, 240_000);
   await options.beforeUnit?.();

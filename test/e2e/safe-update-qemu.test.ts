@@ -116,13 +116,11 @@ describe("safe-update and recover.bash with a QEMU unit", { skip, timeout: 25 * 
     await writeFile(blank, "");
     await truncate(blank, 2 * 1024 ** 3);
     // From another working directory, with the flags this lab needs.
-    const recover = ns.start("bash", [
-      path.join(runDir, "recover.bash"),
-      "--interface=tap0",
-      "--no-reset",
-      `--timeout=6m`,
-      "--json",
-    ]);
+    const recover = ns.start(
+      "bash",
+      [path.join(runDir, "recover.bash"), "--interface=tap0", "--no-reset", `--timeout=6m`, "--json"],
+      { env: { ...process.env, RTR7_PASSWORD: password } },
+    );
     await recover.waitForLine(/"event":"start"/, 240_000);
     unit = ns.start("qemu-system-x86_64", recoveryUnitArgs({ tap: "tap0", disk: blank, mac: unitMac }));
     const code = await recover.exited(8 * 60_000);

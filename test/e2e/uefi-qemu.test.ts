@@ -1,8 +1,13 @@
 // End to end with UEFI firmware: one QEMU unit (software emulation) running
 // OVMF, Debian's x86-64 UEFI firmware. `rtr7 recover` re-images its blank
 // disk over PXE (the firmware's DHCP asks for architecture 7 and gets
-// syslinux.efi); then the unit boots its own disk through boot.img's
-// EFI/BOOT/BOOTX64.EFI (syslinux.efi) and reports v1; `rtr7 safe-update`
+// syslinux.efi) with v1, a fleet release (built without --hostname, its
+// syslinux.cfg naming disk 0, which recovery-init points at this disk); then
+// the unit boots its own disk through boot.img's EFI/BOOT/BOOTX64.EFI
+// (syslinux.efi) and reports v1 under the hostname recovery gave it. Its
+// update API takes the password the workstation keeps for it
+// (XDG_CONFIG_HOME/gokrazy/hosts/uefi1/http-password.txt), not the older one
+// in the restored backup, and refuses a wrong one: no console read needed; `rtr7 safe-update`
 // takes it to v2 with a kexec trial and a commit, and a hard power-off
 // (SIGKILL of QEMU) boots v2 again; a v3 whose init exits at once is tried
 // and never committed: the unit panics, OVMF reboots it, and syslinux.efi
@@ -91,6 +96,30 @@ describe(
       await unit.exited(10_000);
     }
 
+    /** The workstation's environment: its own gokrazy configuration, no RTR7_PASSWORD. */
+    function workstationEnv(): NodeJS.ProcessEnv {
+      const env: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: path.join(work, "xdg") };
+      delete env.RTR7_PASSWORD;
+      return env;
+    }
+
+    /** The HTTP status of the update API's GET /update/features with these credentials. */
+    async function featuresStatus(credentials: string): Promise<string> {
+      const result = await ns.exec("curl", [
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        "-u",
+        credentials,
+        `http://${unitAddress}/update/features`,
+      ]);
+      return result.stdout.trim();
+    }
+
     function safeUpdate(version: string, extra: string[]): Started {
       const source = images[version] ?? "";
       return ns.start(
@@ -119,14 +148,20 @@ describe(
       const exitAtOnce = path.join(work, "exit-at-once.mjs");
       await writeFile(exitAtOnce, 'console.log("v3 init: exiting at once");\nprocess.exit(1);\n');
       [images.v1, images.v2, images.v3] = await Promise.all([
-        unitImages({ hostname, version: "v1" }),
+        // A fleet release: no hostname.
+        unitImages({ version: "v1" }),
         unitImages({ hostname, version: "v2" }),
         unitImages({ hostname, version: "v3", routerEntry: exitAtOnce }),
       ]);
-      // The recovery restores /perm from this backup: the update API's password.
+      // The recovery restores /perm from this backup, which holds an older
+      // password; the workstation's (in its own XDG_CONFIG_HOME) must win.
       const perm = path.join(work, "perm");
       await mkdir(perm);
-      await writeFile(path.join(perm, "gokr-pw.txt"), `${password}\n`);
+      await writeFile(path.join(perm, "gokr-pw.txt"), "an-older-password\n");
+      await writeFile(path.join(perm, "marker.txt"), "kept\n");
+      const hostDir = path.join(work, "xdg", "gokrazy", "hosts", hostname);
+      await mkdir(hostDir, { recursive: true });
+      await writeFile(path.join(hostDir, "http-password.txt"), `${password}\n`, { mode: 0o600 });
       await run("tar", ["czf", path.join(work, "backup.tar.gz"), "-C", perm, "."]);
       ns = await Netns.create("uefi");
       await ns.addTap("tap0", "10.96.0.254/24");
@@ -161,6 +196,7 @@ describe(
             "--json",
           ],
         }),
+        { env: workstationEnv() },
       );
       await recover.waitForLine(/"event":"start"/, 240_000);
       unit = ns.start(
@@ -184,6 +220,13 @@ describe(
       assert.equal(boots.length, 1, boots.join("\n"));
       assert.doesNotMatch(boots[0] ?? "", /PXE/, "OVMF booted the network, not the disk");
       assert.equal(lastSlotFromDisk(consoleText()), "a", "syslinux.efi did not boot slot a");
+      // The fleet release took the hostname recovery wrote to /perm/hostname.
+      assert.equal((await unitHealth(ns, unitAddress))?.hostname, hostname);
+      assert.match(consoleText(), new RegExp(`rtr7 init: ${hostname} v1 on slot a`));
+      // The workstation's password for uefi1 opens the update API; others do not.
+      assert.equal(await featuresStatus(`gokrazy:${password}`), "200");
+      assert.equal(await featuresStatus("gokrazy:an-older-password"), "401");
+      assert.equal(await featuresStatus("gokrazy:wrong"), "401");
       console.log(
         `UEFI unit: recovery over PXE ${recoverySeconds.toFixed(1)} s, then the disk booted to init in ${bootSeconds.toFixed(1)} s (software emulation)`,
       );

@@ -1,6 +1,6 @@
 // Unit images for tests, built with `rtr7 image build`'s code into a
 // scratch directory: one build per (hostname, version, additions) per test
-// process, shared by the tests of a file.
+// process, shared by the tests of a file. Without a hostname: a fleet release.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -11,7 +11,8 @@ const made: string[] = [];
 
 /** A directory holding mbr.img, boot.img, root.img and manifest.json. */
 export function unitImages(options: {
-  hostname: string;
+  /** The unit the images are for; none builds a fleet release for any unit. */
+  hostname?: string;
   version: string;
   add?: { source: string; destination: string }[];
   /** Another program as /rtr7/init (a unit that never comes up). */
@@ -23,7 +24,9 @@ export function unitImages(options: {
   let dir = built.get(key);
   if (!dir) {
     dir = (async () => {
-      const out = await mkdtemp(path.join(tmpdir(), `rtr7-images-${options.version}-`));
+      const out = await mkdtemp(
+        path.join(tmpdir(), `rtr7-images-${options.hostname ?? "fleet"}-${options.version}-`),
+      );
       made.push(out);
       await buildUnitImages({
         outDir: out,

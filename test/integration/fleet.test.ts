@@ -89,7 +89,7 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
       return undefined;
     }
   };
-  const fleetUpdate = (release: string, extra: string[] = [], soak = "2s"): string[] => [
+  const fleetUpdate = (release: string, extra: string[] = [], soak = "1s"): string[] => [
     "fleet",
     "update",
     "--release",
@@ -103,7 +103,7 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
     "--soak",
     soak,
     "--health-timeout",
-    "25s",
+    "20s",
     "--no-browse",
     "--json",
     "--updates-dir",

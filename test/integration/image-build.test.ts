@@ -4,170 +4,31 @@
 // 100 MiB FAT with syslinux, the kernel, the boot initrd and a syslinux.cfg
 // naming the hostname's disk id; mbr.img is syslinux's MBR code; the manifest
 // matches the files. A failing build (early or late) leaves --out as it was.
-import { after, test, type TestContext } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import {
-  copyFile,
-  mkdir,
-  mkdtemp,
-  readFile,
-  readdir,
-  rm,
-  stat,
-  symlink,
-  truncate,
-  writeFile,
-} from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { copyFile, mkdir, readFile, readdir, stat, truncate, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { run } from "../../lab/processes.js";
 import { isRtr7Error } from "../../lib/errors.js";
-import { parseManifest, type Manifest } from "../../lib/wire/manifest.js";
+import { parseManifest } from "../../lib/wire/manifest.js";
 import { bootBytes, diskIdentifier, partitionUuid } from "../../lib/wire/disk-layout.js";
 import { bootConfigSector } from "../../router/boot/boot-partition.js";
 import { buildUnitImages } from "../../updates/image/build.js";
-import { hostKernel } from "../helpers/host-kernel.js";
-import { requireRootAndTools } from "../helpers/netns.js";
-import { cliEntry } from "../helpers/paths.js";
 import { jsonEvents } from "../helpers/scratch.js";
-
-const tools = ["mksquashfs", "unsquashfs", "mkfs.fat", "mcopy", "mtype", "mdir", "syslinux", "kexec"];
-const hostname = "image-test";
-const marker = "image-build test stand-in for the router suite";
-// A stand-in for dist/router/main.js, so the test does not depend on the suite's state.
-const standIn = `await null;\nconsole.log(${JSON.stringify(marker)}, process.argv.slice(2));\n`;
-const images = ["mbr.img", "boot.img", "root.img"] as const;
-
-interface Inputs {
-  work: string;
-  kernel: string;
-  routerEntry: string;
-  addFile: string;
-  addDir: string;
-  add: { source: string; destination: string }[];
-}
-
-let inputsPromise: Promise<Inputs> | undefined;
-const made: string[] = [];
-after(() => Promise.all(made.map((dir) => rm(dir, { recursive: true, force: true }))));
-
-function inputs(): Promise<Inputs> {
-  inputsPromise ??= (async () => {
-    const host = hostKernel();
-    if (host.missing !== undefined) throw new Error(host.missing);
-    const work = await mkdtemp(path.join(tmpdir(), "rtr7-image-build-"));
-    made.push(work);
-    const routerEntry = path.join(work, "stand-in.mjs");
-    await writeFile(routerEntry, standIn);
-    const addFile = path.join(work, "extra.txt");
-    await writeFile(addFile, "added by --add\n");
-    const addDir = path.join(work, "site");
-    await mkdir(path.join(addDir, "conf"), { recursive: true });
-    await writeFile(path.join(addDir, "conf", "site.json"), '{"site":true}\n');
-    await symlink("conf/site.json", path.join(addDir, "current.json"));
-    return {
-      work,
-      kernel: host.kernel,
-      routerEntry,
-      addFile,
-      addDir,
-      add: [
-        { source: addFile, destination: "/etc/rtr7/extra.txt" },
-        { source: addDir, destination: "/opt/site" },
-      ],
-    };
-  })();
-  return inputsPromise;
-}
-
-/** One library build per hostname, shared by the tests. */
-const builds = new Map<string, Promise<{ dir: string; manifest: Manifest; version: string }>>();
-function libraryBuild(name = hostname) {
-  let build = builds.get(name);
-  if (!build) {
-    build = (async () => {
-      const input = await inputs();
-      const dir = path.join(input.work, `lib-${name}`);
-      const result = await buildUnitImages({
-        outDir: dir,
-        hostname: name,
-        kernel: input.kernel,
-        add: input.add,
-        routerEntry: input.routerEntry,
-      });
-      return { dir, manifest: result.manifest, version: result.version };
-    })();
-    builds.set(name, build);
-  }
-  return build;
-}
-
-function runBuffer(command: string, args: string[]): Promise<Buffer> {
-  return Promise.resolve(
-    execFileSync(command, args, {
-      env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
-      maxBuffer: 256 * 1024 * 1024,
-    }),
-  );
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliEntry, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-let cliPromise: Promise<{ dir: string; event: Record<string, unknown> }> | undefined;
-function cliBuild() {
-  cliPromise ??= (async () => {
-    const input = await inputs();
-    const dir = path.join(input.work, "cli");
-    const result = await runCli([
-      "image",
-      "build",
-      `--out=${dir}`,
-      `--hostname=${hostname}`,
-      `--kernel=${input.kernel}`,
-      ...input.add.map((addition) => `--add=${addition.source}:${addition.destination}`),
-      `--router-entry=${input.routerEntry}`,
-      "--json",
-    ]);
-    assert.equal(result.code, 0, `rtr7 image build failed:\n${result.stdout}\n${result.stderr}`);
-    const event = jsonEvents(result.stdout).find((line) => line.event === "images");
-    assert.ok(event, `no "images" event in:\n${result.stdout}`);
-    return { dir, event };
-  })();
-  return cliPromise;
-}
-
-async function sha256(file: string): Promise<string> {
-  return createHash("sha256")
-    .update(await readFile(file))
-    .digest("hex");
-}
-
-async function ready(t: TestContext): Promise<boolean> {
-  if (!(await requireRootAndTools(t, tools))) return false;
-  const host = hostKernel();
-  if (host.missing !== undefined) {
-    t.skip(host.missing);
-    return false;
-  }
-  return true;
-}
-
-const unsquashfsCat = async (image: string, file: string): Promise<string> =>
-  (await run("unsquashfs", ["-cat", image, file])).stdout;
-
+import {
+  cliBuild,
+  hostname,
+  images,
+  inputs,
+  libraryBuild,
+  marker,
+  ready,
+  runBuffer,
+  runCli,
+  sha256,
+  unsquashfsCat,
+} from "../helpers/image-build-fixture.js";
 test("two builds of the same inputs, one through the CLI, give byte-identical images", async (t) => {
   if (!(await ready(t))) return;
   const [library, cli] = await Promise.all([libraryBuild(), cliBuild()]);
@@ -352,6 +213,46 @@ test("another hostname gives another disk id in syslinux.cfg, and another versio
     await unsquashfsCat(path.join(other.dir, "root.img"), "etc/rtr7/build.json"),
   ) as Record<string, unknown>;
   assert.equal(buildInfo.hostname, "other-unit");
+});
+
+test("without --hostname, a fleet release: build.json and the manifest say anyUnit, syslinux.cfg names disk 0", async (t) => {
+  if (!(await ready(t))) return;
+  const input = await inputs();
+  const dir = path.join(input.work, "fleet");
+  const result = await runCli([
+    "image",
+    "build",
+    `--out=${dir}`,
+    `--kernel=${input.kernel}`,
+    ...input.add.map((addition) => `--add=${addition.source}:${addition.destination}`),
+    `--router-entry=${input.routerEntry}`,
+    "--json",
+  ]);
+  assert.equal(result.code, 0, `rtr7 image build failed:\n${result.stdout}\n${result.stderr}`);
+  const perHost = await libraryBuild();
+  const manifest = parseManifest(JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")));
+  assert.equal(manifest.anyUnit, true);
+  assert.equal(manifest.hostname, undefined);
+  assert.match(manifest.version ?? "", /^g[0-9a-f]{12}$/);
+  assert.notEqual(manifest.version, perHost.version, "a fleet release digests like a per-host build");
+  const buildInfo = JSON.parse(
+    await unsquashfsCat(path.join(dir, "root.img"), "etc/rtr7/build.json"),
+  ) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(buildInfo), [
+    "anyUnit",
+    "version",
+    "kernelRelease",
+    "nodeVersion",
+    "builderVersion",
+  ]);
+  assert.equal(buildInfo.anyUnit, true);
+  assert.equal(buildInfo.version, manifest.version);
+  const config = (await run("mtype", ["-i", path.join(dir, "boot.img"), "::syslinux.cfg"])).stdout;
+  assert.match(config, new RegExp(`root=PARTUUID=${partitionUuid(0, 2)} .*rtr7\\.slot=a`));
+  assert.match(config, new RegExp(`root=PARTUUID=${partitionUuid(0, 3)} .*rtr7\\.slot=b`));
+  assert.equal(Buffer.byteLength(config), 512);
+  // Everything but the hostname is the per-host build's: the same mbr.img.
+  assert.equal(await sha256(path.join(dir, "mbr.img")), await sha256(path.join(perHost.dir, "mbr.img")));
 });
 
 test("an --add of a missing source fails with RTR7_ERR_IMAGE_BUILD and writes nothing", async (t) => {

@@ -2,24 +2,51 @@
 // unit: HTTP Range, HEAD, 404 and 403 over a real socket; how a run ends
 // (the unit's success with a summary, its failure with its message, the
 // timeout, a signal, a kernel panic on the serial console), each with the
-// right exit code and every port freed.
+// right exit code and every port freed. The unit's password: with the token
+// only, made and kept 0600 on the workstation when it has none; the
+// inventory's defaults; images built for another hostname refused. Every run
+// has its own XDG_CONFIG_HOME, so the workstation's files are never touched.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { open, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { renderBootConfig, slotBootConfig } from "../../lib/wire/boot-config.js";
+import { diskIdentifier } from "../../lib/wire/disk-layout.js";
+import { writeBootFile } from "../../router/boot/boot-partition.js";
 import { joinWithVeth, namespacesFor, requireRootAndTools, type Netns } from "../helpers/netns.js";
 import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
 import { start } from "../helpers/processes.js";
 
+const run = promisify(execFile);
 const server = "10.79.0.254";
 const base = `http://${server}:7773`;
 
 async function startRecover(
   t: TestContext,
-  options: { extra?: string[]; json?: boolean; token?: boolean } = {},
+  options: {
+    extra?: string[];
+    json?: boolean;
+    token?: boolean;
+    /** The run is expected to end before it serves: do not wait for it to start. */
+    refused?: boolean;
+    /** Runs in the scratch directory and its XDG_CONFIG_HOME before rtr7 recover starts. */
+    prepare?: (
+      work: string,
+      xdg: string,
+      images: { mbr: string; boot: string; root: string },
+    ) => Promise<void>;
+  } = {},
 ) {
   const json = options.json ?? true;
   const work = await scratchDir(t, "cli");
   const images = await fakeImages(work);
+  const xdg = path.join(work, "xdg");
+  await mkdir(xdg);
+  await options.prepare?.(work, xdg, images);
+  const env: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: xdg };
+  delete env.RTR7_PASSWORD;
   const [serverNs, unitNs] = await namespacesFor(t, "clisrv", "cliunit");
   if (!serverNs || !unitNs) throw new Error("no namespaces");
   await joinWithVeth(serverNs, { device: "lan0", cidr: `${server}/24` }, unitNs, {
@@ -34,13 +61,15 @@ async function startRecover(
       images,
       extra: [...(json ? ["--json"] : []), ...(options.extra ?? [])],
     }),
+    { env },
   );
+  if (options.refused) return { recover, unitNs, images, token: "", config: "", xdg };
   await recover.waitForLine(json ? /"event":"start"/ : /serving recovery/, 30_000);
-  if (options.token === false) return { recover, unitNs, images, token: "", config: "" };
+  if (options.token === false) return { recover, unitNs, images, token: "", config: "", xdg };
   const config = (await unitNs.exec("curl", ["-sS", `tftp://${server}/pxelinux.cfg/default`])).stdout;
   const token = /rtr7\.token=([0-9a-f]+)/.exec(config)?.[1];
   assert.ok(token, `no token in pxelinux.cfg/default:\n${config}`);
-  return { recover, unitNs, images, token, config };
+  return { recover, unitNs, images, token, config, xdg };
 }
 
 let curlCount = 0;
@@ -213,3 +242,85 @@ test("--disk names the unit's disk on its kernel command line", { timeout: 90_00
   const { config } = await startRecover(t, { extra: ["--disk=/dev/nvme0n1"] });
   assert.match(config, /^ {2}APPEND .* rtr7\.disk=nvme0n1$/m);
 });
+
+test(
+  "the unit fetches its password with the token: none on the workstation, so one is made and kept there 0600",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    const { unitNs, token, recover, xdg } = await startRecover(t);
+    const hostFile = path.join(xdg, "gokrazy/hosts/cli-unit/http-password.txt");
+    assert.equal((await curl(unitNs, [`${base}/credentials`])).status, 403);
+    await assert.rejects(stat(hostFile), "a password was made for a request without the token");
+    const given = await curl(unitNs, ["-H", `Authorization: Bearer ${token}`, `${base}/credentials`]);
+    assert.equal(given.status, 200);
+    const { password } = JSON.parse(given.body.toString()) as { password: string };
+    assert.match(password, /^[A-Za-z0-9_-]{24}$/);
+    assert.equal(await readFile(hostFile, "utf8"), `${password}\n`);
+    assert.equal((await stat(hostFile)).mode & 0o777, 0o600);
+    const again = await curl(unitNs, ["-H", `Authorization: Bearer ${token}`, `${base}/credentials`]);
+    assert.deepEqual(JSON.parse(again.body.toString()), { password });
+    assert.equal((await report(unitNs, token, "success", "{}")).status, 200);
+    assert.equal(await recover.exited(20_000), 0, recover.output());
+    assert.ok(!recover.output().includes(password), "the password reached the log");
+    assert.ok(
+      jsonEvents(recover.output()).some((event) => event.event === "password" && event.created === true),
+      recover.output(),
+    );
+  },
+);
+
+test(
+  "the inventory's entry gives --mac, --rebootor and --disk; the log says so",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    const { unitNs, recover, config } = await startRecover(t, {
+      extra: ["--rebootor=given-on-the-command-line"],
+      prepare: async (_work, xdg) => {
+        await mkdir(path.join(xdg, "rtr7"));
+        await writeFile(
+          path.join(xdg, "rtr7/fleet.json"),
+          JSON.stringify({
+            units: [{ hostname: "cli-unit", mac: "52:54:00:AB:CD:EF", rebootor: "T1", disk: "sdb" }],
+          }),
+        );
+      },
+    });
+    const event = jsonEvents(recover.output()).find((line) => line.event === "inventory");
+    assert.deepEqual(
+      { mac: event?.mac, disk: event?.disk, rebootor: event?.rebootor },
+      { mac: "52:54:00:ab:cd:ef", disk: "sdb", rebootor: undefined },
+    );
+    assert.match(config, /rtr7\.disk=sdb/);
+    void unitNs;
+    recover.child.kill("SIGTERM");
+    assert.equal(await recover.exited(20_000), 1);
+  },
+);
+
+test(
+  "images built for another hostname are refused before anything is served",
+  { timeout: 90_000 },
+  async (t) => {
+    if (!(await requireRootAndTools(t, ["curl", "mkfs.fat", "mcopy"]))) return;
+    const { recover } = await startRecover(t, {
+      refused: true,
+      prepare: async (_work, _xdg, images) => {
+        // A real boot.img whose syslinux.cfg boots another hostname's disk.
+        await rm(images.boot);
+        await run("truncate", ["-s", "40M", images.boot]);
+        await run("mkfs.fat", ["-F", "32", "--invariant", images.boot]);
+        await writeBootFile(
+          images.boot,
+          "syslinux.cfg",
+          renderBootConfig(slotBootConfig({ diskId: diskIdentifier("someone-else"), defaultSlot: "a" })),
+        );
+      },
+    });
+    assert.equal(await recover.exited(30_000), 1, recover.output());
+    const error = jsonEvents(recover.output()).find((event) => event.event === "error");
+    assert.equal(error?.code, "RTR7_ERR_RELEASE", recover.output());
+    assert.match(String(error?.msg), /built for another hostname, not cli-unit/);
+  },
+);

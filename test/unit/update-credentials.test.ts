@@ -71,3 +71,49 @@ test("an empty file is skipped; none at all names every place looked at", async 
     return true;
   });
 });
+
+test("a recovery gives the unit the workstation's password, else makes one and keeps it 0600, never overwriting", async (t) => {
+  const { provisionUnitPassword } = await import("../../updates/credentials.js");
+  const { readFile: read, stat } = await import("node:fs/promises");
+  const home = await scratchDir(t, "credentials");
+  const xdg = path.join(home, "xdg");
+  const hostFile = path.join(xdg, "gokrazy/hosts/shop-1/http-password.txt");
+
+  // None anywhere: a new one, written to the host's file before it is handed out.
+  const made = await provisionUnitPassword("shop-1", { XDG_CONFIG_HOME: xdg }, home);
+  assert.equal(made.created, true);
+  assert.equal(made.source, hostFile);
+  assert.match(made.password, /^[A-Za-z0-9_-]{24}$/);
+  assert.equal(await read(hostFile, "utf8"), `${made.password}\n`);
+  assert.equal((await stat(hostFile)).mode & 0o777, 0o600);
+  // The next recovery uses it.
+  assert.deepEqual(await provisionUnitPassword("shop-1", { XDG_CONFIG_HOME: xdg }, home), {
+    password: made.password,
+    source: hostFile,
+    created: false,
+  });
+  // The workstation's own wins, found as safe-update finds it; no file is written for it.
+  assert.deepEqual(
+    await provisionUnitPassword("shop-2", { XDG_CONFIG_HOME: xdg, RTR7_PASSWORD: "env-pw" }, home),
+    {
+      password: "env-pw",
+      source: "RTR7_PASSWORD",
+      created: false,
+    },
+  );
+  await put(path.join(xdg, "gokrazy/http-password.txt"), "global-pw\n");
+  const global = await provisionUnitPassword("shop-3", { XDG_CONFIG_HOME: xdg }, home);
+  assert.deepEqual(global, {
+    password: "global-pw",
+    source: path.join(xdg, "gokrazy/http-password.txt"),
+    created: false,
+  });
+  // An empty host file is never overwritten.
+  const other = path.join(home, "other");
+  await put(path.join(other, "gokrazy/hosts/shop-4/http-password.txt"), "");
+  await assert.rejects(
+    provisionUnitPassword("shop-4", { XDG_CONFIG_HOME: other }, home),
+    (error) => isRtr7Error(error, "RTR7_ERR_PASSWORD_MISSING") && /exists but is empty/.test(error.message),
+  );
+  assert.equal(await read(path.join(other, "gokrazy/hosts/shop-4/http-password.txt"), "utf8"), "");
+});

@@ -7,6 +7,14 @@
 // from the inputs. Everything is written in a temporary directory inside the
 // output directory and renamed into place only once all of it succeeded, so
 // a failed build leaves the previous images as they were.
+//
+// With a hostname the images are for that one unit, as gokrazy builds them:
+// build.json names it and syslinux.cfg's root= names the disk identifier
+// derived from it. Without one they are a fleet release that boots on any
+// unit: build.json and the manifest say `"anyUnit": true` and no hostname,
+// root= names disk 0, and whoever writes boot.img to a unit puts that unit's
+// disk identifier in (recovery-init, the update API); the unit takes its
+// hostname from /perm/hostname.
 import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,7 +48,8 @@ export const imageEpoch = 1577836800;
 export interface BuildUnitImagesOptions {
   /** Where mbr.img, boot.img, root.img and manifest.json go (created if missing). */
   outDir: string;
-  hostname: string;
+  /** The one unit the images are for; without it, a fleet release for any unit. */
+  hostname?: string;
   /** Default: "g" and 12 hex digits of a digest over every input. */
   version?: string;
   /** Default: the newest /boot/vmlinuz-*. */
@@ -77,8 +86,8 @@ export function defaultRouterEntry(): string {
 
 const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 
-function checkNames(hostname: string, version: string | undefined): void {
-  checkedHostname(hostname);
+function checkNames(hostname: string | undefined, version: string | undefined): void {
+  if (hostname !== undefined) checkedHostname(hostname);
   if (version !== undefined && !versionPattern.test(version)) {
     throw new Rtr7Error(
       "RTR7_ERR_USAGE",
@@ -142,9 +151,12 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
     kernelRelease: release,
     additions,
   });
+  const hostname = options.hostname;
+  const forWhom = hostname === undefined ? "any unit (a fleet release)" : hostname;
   const digest = await treeDigest(tree.entries(), {
     builderVersion: imageBuilderVersion,
-    hostname: options.hostname,
+    // A hostname cannot contain a space, so no per-host build digests like a fleet release.
+    hostname: hostname ?? "any unit",
     kernelRelease: release,
     kernelSha256: kernelHash.sha256,
     compression,
@@ -152,7 +164,7 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
   });
   const version = options.version ?? `g${digest.slice(0, 12)}`;
   addBuildInfo(tree, {
-    hostname: options.hostname,
+    ...(hostname === undefined ? { anyUnit: true as const } : { hostname }),
     version,
     kernelRelease: release,
     nodeVersion: facts.version,
@@ -160,13 +172,13 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
   });
   log.info(
     {
-      hostname: options.hostname,
+      ...(hostname === undefined ? { anyUnit: true } : { hostname }),
       version,
       kernel: release,
       node: facts.version,
       modules: modules.load.length,
     },
-    `Building images for ${options.hostname} version ${version}: kernel ${release}, node ${facts.version}, ` +
+    `Building images for ${forWhom} version ${version}: kernel ${release}, node ${facts.version}, ` +
       `${modules.load.length} kernel modules, root.img with ${compression}.`,
   );
 
@@ -219,7 +231,10 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
         output: built.boot,
         workDir: work,
         syslinuxConfig: renderBootConfig(
-          slotBootConfig({ diskId: diskIdentifier(options.hostname), defaultSlot: "a" }),
+          slotBootConfig({
+            diskId: hostname === undefined ? 0 : diskIdentifier(hostname),
+            defaultSlot: "a",
+          }),
         ),
         kernel,
         initrd,
@@ -254,7 +269,7 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
       images.push({ name, ...(await sha256OfFile(file)) });
     }
     const manifest: Manifest = {
-      hostname: options.hostname,
+      ...(hostname === undefined ? { anyUnit: true } : { hostname }),
       version,
       buildTime: new Date().toISOString(),
       images,
@@ -264,7 +279,7 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
     for (const key of ["mbr", "boot", "root", "manifest"] as const) await commitFile(built[key], paths[key]);
     log.info(
       { dir: outDir, ms: Date.now() - started },
-      `Built the images for ${options.hostname} in ${outDir} in ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+      `Built the images for ${forWhom} in ${outDir} in ${((Date.now() - started) / 1000).toFixed(1)} s.`,
     );
     return { manifest, paths, version };
   } catch (cause) {

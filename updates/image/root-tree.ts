@@ -42,14 +42,17 @@ export const rootEmptyDirectories = [
   "/root",
 ] as const;
 
-/** /etc/rtr7/build.json: what the image is. No build time, so equal inputs give equal bytes. */
-export interface RootBuildInfo {
-  hostname: string;
+/**
+ * /etc/rtr7/build.json: what the image is. No build time, so equal inputs
+ * give equal bytes. A per-host build names its hostname; a fleet release
+ * says anyUnit instead, and the unit takes its name from /perm/hostname.
+ */
+export type RootBuildInfo = ({ hostname: string; anyUnit?: never } | { anyUnit: true; hostname?: never }) & {
   version: string;
   kernelRelease: string;
   nodeVersion: string;
   builderVersion: string;
-}
+};
 
 export interface RootTreeInputs {
   /** The bundled router suite, `#!/bin/node` first. */
@@ -160,7 +163,7 @@ function addAdditions(tree: InitramfsTree, additions: RootTreeInputs["additions"
 /** Adds /etc/rtr7/build.json. */
 export function addBuildInfo(tree: InitramfsTree, info: RootBuildInfo): void {
   const ordered: RootBuildInfo = {
-    hostname: info.hostname,
+    ...(info.hostname !== undefined ? { hostname: info.hostname } : { anyUnit: true as const }),
     version: info.version,
     kernelRelease: info.kernelRelease,
     nodeVersion: info.nodeVersion,

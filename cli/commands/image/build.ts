@@ -1,6 +1,7 @@
 import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
-import { hostnameFlag, kernelFlag } from "../../flags.js";
+import { checkedHostname } from "../../../lib/wire/names.js";
+import { kernelFlag } from "../../flags.js";
 
 export default class ImageBuild extends Rtr7Command {
   static override summary = "Build a unit's images (mbr.img, boot.img, root.img) and their manifest.";
@@ -11,9 +12,18 @@ node, busybox, mtools, kexec and the kernel's disk, NIC and file system modules)
 boot.img (100 MiB FAT32: syslinux with one label per root slot, the kernel, and a small
 initrd that finds the root slot by the disk's MBR identifier) and mbr.img (syslinux's
 MBR boot code). The same inputs give byte-identical images; the default --version is
-derived from them. A failed build leaves --out as it was.`;
+derived from them. A failed build leaves --out as it was.
+
+Without --hostname the images are a fleet release that boots on any unit: build.json and
+manifest.json say "anyUnit": true, syslinux.cfg names disk 0, and each unit takes its
+hostname from /perm/hostname and its own disk identifier (written there by \`rtr7 recover\`
+and the update API). With --hostname they are for that one unit, as gokrazy builds them.`;
 
   static override examples = [
+    {
+      description: "Build one fleet release for every unit into ./release:",
+      command: "<%= config.bin %> image build --out ./release",
+    },
     {
       description: "Build the images for router7 into ./build with the newest /boot/vmlinuz-*:",
       command: "<%= config.bin %> image build --out ./build --hostname router7",
@@ -35,7 +45,12 @@ derived from them. A failed build leaves --out as it was.`;
         "Directory to write mbr.img, boot.img, root.img and manifest.json to (created if missing).",
       required: true,
     }),
-    hostname: hostnameFlag("The unit's host name; its hash is the disk identifier the boot config names."),
+    hostname: Flags.string({
+      description:
+        "The one unit the images are for; its hash is the disk identifier the boot config names [default: none, a fleet release for any unit].",
+      helpValue: "H",
+      parse: (input) => Promise.resolve(checkedHostname(input)),
+    }),
     version: Flags.string({
       description:
         "Version recorded in build.json and the manifest [default: g + 12 hex digits of a digest of the inputs].",
@@ -78,7 +93,8 @@ derived from them. A failed build leaves --out as it was.`;
       log.info({ event: "images", ...built.manifest, dir }, `built the images in ${dir}`);
       return;
     }
-    log.info(`${built.manifest.hostname} version ${built.version} in ${dir}:`);
+    const forWhom = built.manifest.hostname ?? "fleet release (any unit)";
+    log.info(`${forWhom} version ${built.version} in ${dir}:`);
     for (const image of built.manifest.images) {
       log.info(
         `${image.name.padEnd(8)} ${formatBytes(image.size).padStart(10)}  sha256 ${image.sha256.slice(0, 16)}`,
