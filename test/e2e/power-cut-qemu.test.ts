@@ -17,6 +17,9 @@
 // console and the disk's write counters (QMP), never by sleeping. One disk
 // for all six: each point runs the update again from its start, and f comes
 // last, since a unit back on v2 committed has no v1 → v2 update left to cut.
+// Points c, d and e skip the root push: slot b holds v2's root whole since
+// point b's upload of it ended before that cut (the unit keeps the slot's
+// state in /perm), so the disk is as a fresh push would leave it.
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -186,7 +189,6 @@ describe("power cuts during a v1 → v2 update of a QEMU unit", { skip, timeout:
 
   test("c. during the MBR write", async () => {
     const unit = current();
-    await putImage(api, "root", image("v2", "root.img"));
     await putImage(api, "boot", image("v2", "boot.img"));
     const mark = consoleMark(unit.unit);
     let replied = false;
@@ -202,7 +204,6 @@ describe("power cuts during a v1 → v2 update of a QEMU unit", { skip, timeout:
   });
 
   test("d. just after testboot", async () => {
-    await putImage(api, "root", image("v2", "root.img"));
     await putImage(api, "boot", image("v2", "boot.img"));
     await putImage(api, "mbr", image("v2", "mbr.img"));
     await postAction(api, "testboot");
@@ -212,7 +213,6 @@ describe("power cuts during a v1 → v2 update of a QEMU unit", { skip, timeout:
 
   test("e. during the trial boot", async () => {
     const unit = current();
-    await putImage(api, "root", image("v2", "root.img"));
     await putImage(api, "boot", image("v2", "boot.img"));
     await putImage(api, "mbr", image("v2", "mbr.img"));
     await postAction(api, "testboot");
