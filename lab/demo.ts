@@ -122,17 +122,29 @@ async function main(): Promise<number> {
     console.log(
       `demo: the unit's network is 10.77.0.0/24 in namespace ${lab.name}; starting rtr7 recover:\n`,
     );
-    console.log(`  $ rtr7 recover --interface tap0 --hostname ${hostname} --image-dir ${work} --no-reset\n`);
-    const recover = lab.start(process.execPath, [
-      cli,
-      "recover",
-      "--interface=tap0",
-      `--hostname=${hostname}`,
-      `--image-dir=${work}`,
-      `--kernel=${kernel}`,
-      "--no-reset",
-      "--timeout=6m",
-    ]);
+    // The workstation's password for the unit, where gokrazy's tools keep it (in
+    // the demo's own config directory): recovery hands it to the unit.
+    const configHome = path.join(work, "config");
+    const passwordFile = path.join(configHome, "gokrazy", "hosts", hostname, "http-password.txt");
+    await mkdir(path.dirname(passwordFile), { recursive: true });
+    await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
+    console.log(
+      `  $ XDG_CONFIG_HOME=${configHome} rtr7 recover --interface tap0 --hostname ${hostname} --image-dir ${work} --no-reset\n`,
+    );
+    const recover = lab.start(
+      process.execPath,
+      [
+        cli,
+        "recover",
+        "--interface=tap0",
+        `--hostname=${hostname}`,
+        `--image-dir=${work}`,
+        `--kernel=${kernel}`,
+        "--no-reset",
+        "--timeout=6m",
+      ],
+      { env: { ...process.env, XDG_CONFIG_HOME: configHome } },
+    );
     recover.child.stdout?.pipe(process.stdout);
     recover.child.stderr?.pipe(process.stderr);
     await recover.waitForLine(/serving recovery/, 240_000);

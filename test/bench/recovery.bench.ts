@@ -183,6 +183,8 @@ async function runRtr7(lab: Lab, bootOver: "tftp" | "http"): Promise<Timing> {
         `--timeout=${Math.round(runTimeoutMs / 1000) - 30}s`,
       ],
     }),
+    // The unit's password comes from here, not from (or into) the user's ~/.config.
+    { env: { ...process.env, RTR7_PASSWORD: "recovery-bench" } },
   );
   try {
     await recover.waitForLine(/"event":"start"/, 240_000);
