@@ -87,6 +87,10 @@ export const errorCatalogue = {
     status: 403,
     hint: "Send the run's session token (the unit's rtr7.token= kernel parameter) as `Authorization: Bearer TOKEN`.",
   },
+  RTR7_ERR_RECOVERY_PEER: {
+    status: 403,
+    hint: "The recovery server serves only the unit its DHCP answered, at the address it gave it: boot that unit from the network (or name it with --mac), and fetch nothing from anywhere else.",
+  },
   RTR7_ERR_LISTEN: {
     status: 500,
     hint: "Another server (dnsmasq, tftpd, a web server) may hold the port: stop it or pick another port.",
@@ -313,6 +317,20 @@ export const errorCatalogue = {
   RTR7_ERR_ROLLOUT_NOT_FOUND: {
     status: 404,
     hint: "List the rollouts with `rtr7 fleet status --json`, and check --updates-dir.",
+  },
+
+  // Trust (signed releases, rtr7 keys)
+  RTR7_ERR_KEY: {
+    status: 500,
+    hint: "Make the fleet's key with `rtr7 keys init` (it lives in $XDG_CONFIG_HOME/rtr7/keys/); a damaged key file must be restored from your backup of that directory.",
+  },
+  RTR7_ERR_SIGNATURE: {
+    status: 403,
+    hint: "Sign releases with the fleet's key (`rtr7 image build` does when `rtr7 keys init` made one), and send the release's files unchanged.",
+  },
+  RTR7_ERR_DOWNGRADE: {
+    status: 409,
+    hint: "This release was signed before the one the unit runs. If you mean to go back, pass --allow-downgrade.",
   },
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -9,7 +9,7 @@ packages=(
   qemu-system-x86 ipxe-qemu pxelinux syslinux syslinux-common syslinux-efi extlinux
   kexec-tools mtools dosfstools squashfs-tools e2fsprogs fdisk busybox-static
   linux-image-amd64 udhcpc isc-dhcp-client curl tftp-hpa tftpd-hpa dnsmasq nginx
-  socat iproute2 tshark avahi-utils avahi-daemon dbus-daemon prometheus cpio ovmf strace time
+  socat iproute2 tshark avahi-utils avahi-daemon dbus-daemon prometheus cpio ovmf strace time minisign
 )
 missing=()
 for package in "${packages[@]}"; do
