@@ -12,7 +12,9 @@ import { runRollout } from "../updates/fleet/engine.js";
 import { pushDriver } from "../updates/fleet/push-driver.js";
 import { formatRolloutTable, rolloutCounts, rolloutHeadline } from "../updates/fleet/rollout.js";
 import type { FleetStore } from "../updates/fleet/store.js";
+import { keysDir } from "../updates/keys.js";
 import type { Release } from "../updates/release.js";
+import { loadRunSigning } from "../updates/release-signing.js";
 import { rolloutView } from "./fleet-progress.js";
 
 function storeBytes(file: string): number {
@@ -38,6 +40,7 @@ export async function driveRollout(options: {
   /** Poll interval of the health waits (default 500 ms). */
   pollMs?: number;
 }): Promise<void> {
+  const signing = await loadRunSigning(keysDir());
   const { store, rolloutId, log } = options;
   const started = Date.now();
   const rollout = store.requireRollout(rolloutId);
@@ -47,6 +50,7 @@ export async function driveRollout(options: {
     release: options.release,
     updatesDir: options.updatesDir,
     keepOnly: options.keepOnly,
+    signing,
     healthTimeoutMs: settings.healthTimeoutMs,
     soakMs: settings.soakMs,
     kexec: settings.kexec,

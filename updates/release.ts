@@ -4,11 +4,12 @@
 // linked into each unit's run directory, so a thousand units cost one check
 // and no copies. A fleet release (manifest anyUnit) fits every unit; a
 // per-unit build (manifest hostname H, as gokrazy builds) fits only H.
-import { copyFile, link, readFile, rm } from "node:fs/promises";
+import { access, copyFile, link, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { Rtr7Error, describeError } from "../lib/errors.js";
 import { imageNames } from "../lib/wire/images.js";
 import { parseManifest, sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
+import { manifestSignatureFile } from "../lib/trust/release-signature.js";
 
 export interface Release {
   dir: string;
@@ -59,9 +60,18 @@ export function releaseMismatch(release: Release, hostname: string): string | un
   return `the release ${release.version} in ${release.dir} was built for ${release.hostname ?? "?"}, not ${hostname} (build it without --hostname for every unit)`;
 }
 
-/** Puts the release's files into a run directory: hard links where the file system allows, copies otherwise. */
+/**
+ * Puts the release's files into a run directory: hard links where the file
+ * system allows, copies otherwise; its manifest's signature too, when it has
+ * one (a stale one in the run directory is removed either way).
+ */
 export async function linkRelease(release: Release, runDir: string): Promise<void> {
-  for (const name of releaseFiles) {
+  await rm(path.join(runDir, manifestSignatureFile), { force: true });
+  const signed = await access(path.join(release.dir, manifestSignatureFile)).then(
+    () => true,
+    () => false,
+  );
+  for (const name of [...releaseFiles, ...(signed ? [manifestSignatureFile] : [])]) {
     const from = path.join(release.dir, name);
     const to = path.join(runDir, name);
     await rm(to, { force: true });

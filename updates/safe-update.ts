@@ -27,6 +27,7 @@ import { writeRecoverScript } from "./recover-script.js";
 import { pruneRuns, UpdateRun } from "./runs.js";
 import { buildImages, useRelease } from "./safe-update/build.js";
 import type { Release } from "./release.js";
+import { signRunManifest, type RunSigning } from "./release-signing.js";
 import { inProcessRecover, type Recover, type RecoverSettings } from "./safe-update/recover.js";
 import { checkHealthy, openTarget } from "./safe-update/health.js";
 import { rollBack } from "./safe-update/rollback.js";
@@ -51,6 +52,8 @@ export interface SafeUpdateOptions {
   buildCommand?: string;
   /** A release built (and checked) once, linked into the run instead of a build. */
   release?: Release;
+  /** The fleet's current key (and its retired ones): the run's manifest.json goes out signed by it. */
+  signing?: RunSigning;
   /** How long the new version must stay healthy, on trial, before the commit; default 0. */
   soakMs?: number;
   keepOnly: number;
@@ -185,6 +188,8 @@ export async function safeUpdate(options: SafeUpdateOptions): Promise<SafeUpdate
               builderLog: options.log,
             });
         await record({ version: newVersion });
+        const signed = await signRunManifest(run.dir, options.signing, log);
+        run.event({ event: "signature", outcome: signed });
         // Every run with images gets its recover.bash before the unit is touched.
         await writeRecoverScript(run.dir, { hostname, cli: options.recoverScript });
         run.event({ event: "built", version: newVersion });

@@ -101,6 +101,8 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
     const release = flags.release
       ? await (await import("../../updates/release.js")).loadRelease(flags.release)
       : undefined;
+    const { keysDir } = await import("../../updates/keys.js");
+    const signing = await (await import("../../updates/release-signing.js")).loadRunSigning(keysDir());
     const { password, source } = await updatePassword(flags.hostname);
     log.debug({ source }, `Update API password from ${source}.`);
     const endpoint = { host: flags.address ?? flags.hostname, port: flags.port };
@@ -112,6 +114,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         updatesDir: flags["updates-dir"] ?? defaultUpdatesDir(),
         buildCommand: flags["build-command"],
         release,
+        signing,
         keepOnly: flags["keep-only"],
         healthTimeoutMs,
         kexec: flags.kexec,

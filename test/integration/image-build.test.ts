@@ -215,20 +215,37 @@ test("another hostname gives another disk id in syslinux.cfg, and another versio
   assert.equal(buildInfo.hostname, "other-unit");
 });
 
-test("without --hostname, a fleet release: build.json and the manifest say anyUnit, syslinux.cfg names disk 0", async (t) => {
+test("without --hostname, a fleet release: build.json and the manifest say anyUnit, syslinux.cfg names disk 0; once a key exists it is signed, and minisign -V checks it", async (t) => {
   if (!(await ready(t))) return;
   const input = await inputs();
   const dir = path.join(input.work, "fleet");
-  const result = await runCli([
-    "image",
-    "build",
-    `--out=${dir}`,
-    `--kernel=${input.kernel}`,
-    ...input.add.map((addition) => `--add=${addition.source}:${addition.destination}`),
-    `--router-entry=${input.routerEntry}`,
-    "--json",
-  ]);
+  // A workstation with a fleet key: the build signs with no flag.
+  const config = path.join(input.work, "fleet-config");
+  const env = { ...process.env, XDG_CONFIG_HOME: config };
+  assert.equal((await runCli(["keys", "init"], env)).code, 0);
+  const result = await runCli(
+    [
+      "image",
+      "build",
+      `--out=${dir}`,
+      `--kernel=${input.kernel}`,
+      ...input.add.map((addition) => `--add=${addition.source}:${addition.destination}`),
+      `--router-entry=${input.routerEntry}`,
+      "--json",
+    ],
+    env,
+  );
   assert.equal(result.code, 0, `rtr7 image build failed:\n${result.stdout}\n${result.stderr}`);
+  // Debian's minisign (scripts/setup.sh installs it) checks it from outside, with rtr7's public key file.
+  const checked = await run("minisign", [
+    "-V",
+    "-m",
+    path.join(dir, "manifest.json"),
+    "-p",
+    path.join(config, "rtr7", "keys", "signing.pub"),
+  ]);
+  assert.match(checked.stdout, /Signature and comment signature verified/);
+  assert.match(checked.stdout, /rtr7-release:g[0-9a-f]{12}\tkind:fleet/);
   const perHost = await libraryBuild();
   const manifest = parseManifest(JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")));
   assert.equal(manifest.anyUnit, true);
@@ -247,10 +264,10 @@ test("without --hostname, a fleet release: build.json and the manifest say anyUn
   ]);
   assert.equal(buildInfo.anyUnit, true);
   assert.equal(buildInfo.version, manifest.version);
-  const config = (await run("mtype", ["-i", path.join(dir, "boot.img"), "::syslinux.cfg"])).stdout;
-  assert.match(config, new RegExp(`root=PARTUUID=${partitionUuid(0, 2)} .*rtr7\\.slot=a`));
-  assert.match(config, new RegExp(`root=PARTUUID=${partitionUuid(0, 3)} .*rtr7\\.slot=b`));
-  assert.equal(Buffer.byteLength(config), 512);
+  const bootConfig = (await run("mtype", ["-i", path.join(dir, "boot.img"), "::syslinux.cfg"])).stdout;
+  assert.match(bootConfig, new RegExp(`root=PARTUUID=${partitionUuid(0, 2)} .*rtr7\\.slot=a`));
+  assert.match(bootConfig, new RegExp(`root=PARTUUID=${partitionUuid(0, 3)} .*rtr7\\.slot=b`));
+  assert.equal(Buffer.byteLength(bootConfig), 512);
   // Everything but the hostname is the per-host build's: the same mbr.img.
   assert.equal(await sha256(path.join(dir, "mbr.img")), await sha256(path.join(perHost.dir, "mbr.img")));
 });

@@ -14,6 +14,7 @@ import type { HealthReport } from "../../lib/wire/health.js";
 import { openUnit, probeUnitHealth } from "../client/index.js";
 import { updatePassword } from "../credentials.js";
 import type { Release } from "../release.js";
+import type { RunSigning } from "../release-signing.js";
 import { SafeUpdateError, safeUpdate, type SafeUpdateTimings } from "../safe-update.js";
 import type { UnitDriver, UnitOutcome } from "./engine.js";
 import type { RolloutUnit } from "./store.js";
@@ -30,6 +31,8 @@ export interface PushDriverOptions {
   timings?: Partial<SafeUpdateTimings>;
   /** The unit's password; default updatePassword (RTR7_PASSWORD, then gokrazy's files). */
   password?: (hostname: string) => Promise<string>;
+  /** The fleet's key: each unit's manifest goes out signed by it (safe-update's `signing`). */
+  signing?: RunSigning;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -99,6 +102,7 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
             ),
           updatesDir: options.updatesDir,
           release: options.release,
+          signing: options.signing,
           keepOnly: options.keepOnly,
           healthTimeoutMs: options.healthTimeoutMs,
           soakMs: options.soakMs,

@@ -22,6 +22,9 @@ import { commitFile } from "../../lib/atomic-file.js";
 import { Rtr7Error, isRtr7Error } from "../../lib/errors.js";
 import { formatBytes, silentLogger, type Logger } from "../../lib/log.js";
 import { sha256OfFile, type Manifest } from "../../lib/wire/manifest.js";
+import type { SigningKey } from "../../lib/trust/minisign.js";
+import { manifestSignatureFile } from "../../lib/trust/release-signature.js";
+import { signReleaseDir } from "../keys.js";
 import { diskIdentifier, mbrBootCodeBytes } from "../../lib/wire/disk-layout.js";
 import { checkedHostname } from "../../lib/wire/names.js";
 import { bundleNodeProgram, nodeFacts, type BundleFormat } from "./initramfs/bundle.js";
@@ -63,6 +66,11 @@ export interface BuildUnitImagesOptions {
   compression?: RootCompression;
   /** The node that goes into root.img; default the running one. */
   node?: string;
+  /**
+   * The fleet's key: manifest.json is signed into manifest.json.minisig.
+   * Without one, a signature left from an earlier build is removed.
+   */
+  signingKey?: SigningKey;
   log?: Logger;
 }
 
@@ -75,6 +83,8 @@ export interface UnitImagePaths {
 
 export interface BuiltUnitImages {
   manifest: Manifest;
+  /** The key manifest.json.minisig is signed with, when it is. */
+  signedBy?: string;
   paths: UnitImagePaths;
   version: string;
 }
@@ -275,13 +285,22 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
       images,
     };
     await writeFile(built.manifest, JSON.stringify(manifest, null, 2) + "\n");
+    // An old signature never stands beside new images, even for a moment.
+    await rm(path.join(outDir, manifestSignatureFile), { force: true });
     // The manifest goes last: until it is renamed, the previous one still names the previous images.
     for (const key of ["mbr", "boot", "root", "manifest"] as const) await commitFile(built[key], paths[key]);
+    if (options.signingKey) {
+      await signReleaseDir(outDir, options.signingKey);
+      log.info(
+        { keyId: options.signingKey.publicKey.keyId },
+        `Signed manifest.json with key ${options.signingKey.publicKey.keyId} (${manifestSignatureFile}).`,
+      );
+    }
     log.info(
       { dir: outDir, ms: Date.now() - started },
       `Built the images for ${forWhom} in ${outDir} in ${((Date.now() - started) / 1000).toFixed(1)} s.`,
     );
-    return { manifest, paths, version };
+    return { manifest, paths, version, signedBy: options.signingKey?.publicKey.keyId };
   } catch (cause) {
     if (isRtr7Error(cause)) throw cause;
     throw new Rtr7Error(

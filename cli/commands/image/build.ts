@@ -17,7 +17,11 @@ derived from them. A failed build leaves --out as it was.
 Without --hostname the images are a fleet release that boots on any unit: build.json and
 manifest.json say "anyUnit": true, syslinux.cfg names disk 0, and each unit takes its
 hostname from /perm/hostname and its own disk identifier (written there by \`rtr7 recover\`
-and the update API). With --hostname they are for that one unit, as gokrazy builds them.`;
+and the update API). With --hostname they are for that one unit, as gokrazy builds them.
+
+Once \`rtr7 keys init\` has made the fleet's key, manifest.json is signed with it into
+manifest.json.minisig (minisign's format: \`minisign -Vm manifest.json -p signing.pub\` checks it),
+and a unit that trusts the key takes only releases it signed.`;
 
   static override examples = [
     {
@@ -78,7 +82,10 @@ and the update API). With --hostname they are for that one unit, as gokrazy buil
     const { buildUnitImages } = await import("../../../updates/image/build.js");
     const { parseAddition } = await import("../../../updates/image/additions.js");
     const { formatBytes } = await import("../../../lib/log.js");
+    const { keysDir, loadSigningKey } = await import("../../../updates/keys.js");
+    const signingKey = await loadSigningKey(keysDir());
     const built = await buildUnitImages({
+      signingKey,
       outDir: flags.out,
       hostname: flags.hostname,
       version: flags.version,
@@ -90,11 +97,19 @@ and the update API). With --hostname they are for that one unit, as gokrazy buil
     });
     const dir = (await import("node:path")).dirname(built.paths.manifest);
     if (flags.json) {
-      log.info({ event: "images", ...built.manifest, dir }, `built the images in ${dir}`);
+      log.info(
+        { event: "images", ...built.manifest, dir, signedBy: built.signedBy },
+        `built the images in ${dir}`,
+      );
       return;
     }
     const forWhom = built.manifest.hostname ?? "fleet release (any unit)";
     log.info(`${forWhom} version ${built.version} in ${dir}:`);
+    log.info(
+      built.signedBy
+        ? `manifest.json is signed by key ${built.signedBy} (manifest.json.minisig)`
+        : "manifest.json is not signed: no fleet key yet (`rtr7 keys init` makes one)",
+    );
     for (const image of built.manifest.images) {
       log.info(
         `${image.name.padEnd(8)} ${formatBytes(image.size).padStart(10)}  sha256 ${image.sha256.slice(0, 16)}`,
