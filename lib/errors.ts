@@ -294,6 +294,10 @@ export const errorCatalogue = {
     status: 502,
     hint: "Check that backupd runs on the unit (http://UNIT:8077/backup.tar.gz) and read its log, then run again.",
   },
+  RTR7_ERR_UNIT_CERT_CHANGED: {
+    status: 502,
+    hint: "If you changed the unit on purpose (a new unit, a new /perm), accept its certificate with `rtr7 fleet trust HOST`; otherwise something else answers at its address: find out what before sending it a password.",
+  },
 
   // Virtual units (rtr7 lab unit)
   RTR7_ERR_LAB_UNIT: {

@@ -39,10 +39,10 @@ export async function runRecoveryInit(system: UnitSystem = busyboxSystem): Promi
     const lease = await system.bringUpNetwork(60_000);
     say(`${lease.interfaceName} (${lease.mac}) has ${lease.address}/${lease.prefixLength}`);
     await reporter.progress({ step: "network", message: `${lease.interfaceName} has ${lease.address}` });
-    await recoverUnit({ parameters, lease, system, reporter, say });
+    const { tlsFingerprint } = await recoverUnit({ parameters, lease, system, reporter, say });
     const seconds = Math.round((Date.now() - started) / 1000);
     await reporter
-      .success({ message: `${parameters.hostname} recovered in ${seconds} s` })
+      .success({ message: `${parameters.hostname} recovered in ${seconds} s`, tlsFingerprint })
       .catch((error: Error) =>
         say(`the server did not take the success report (${error.message}); rebooting anyway`),
       );

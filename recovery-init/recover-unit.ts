@@ -30,6 +30,7 @@ import {
   minimumDiskBytes,
 } from "../lib/wire/disk-layout.js";
 import { restoreBackup } from "./backup/restore.js";
+import { ensureUnitCertificate } from "../lib/tls/unit-certificate.js";
 import { imageFiles } from "../lib/wire/images.js";
 
 export class StepError extends Error {
@@ -55,13 +56,19 @@ export interface RecoverUnitOptions {
   fetch?: typeof fetch;
 }
 
-export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
+/** What the unit reports with its success: its TLS certificate's fingerprint, for the workstation to pin. */
+export interface RecoveredUnit {
+  tlsFingerprint: string | undefined;
+}
+
+export async function recoverUnit(options: RecoverUnitOptions): Promise<RecoveredUnit> {
   const { parameters, system, reporter } = options;
   const say = options.say ?? ((line: string) => console.log(`rtr7-recovery: ${line}`));
   const doFetch = options.fetch ?? fetch;
   const perm = options.permDirectory ?? "/perm";
   const base = `http://${parameters.server}:${parameters.port}`;
   let step = "start";
+  let tlsFingerprint: string | undefined;
   const begin = async (name: string, message: string): Promise<void> => {
     step = name;
     say(message);
@@ -173,6 +180,10 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
     await writeInterfacesJson(perm, options.lease, say);
     await writeUnitHostname(perm, parameters.hostname);
     say(`wrote ${perm}/hostname (${parameters.hostname})`);
+    // After the restore: a pair the backup brought (or /perm kept) is the unit's and stays.
+    const tls = await ensureUnitCertificate(perm, parameters.hostname);
+    say(`${tls.created ? "made" : "kept"} the TLS certificate, SHA-256 ${tls.fingerprint256}`);
+    tlsFingerprint = tls.fingerprint256;
 
     // After the restore, so a password in the backup does not win over the workstation's.
     await begin("credentials", "fetching the update API password");
@@ -190,6 +201,7 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<void> {
   } catch (error) {
     throw error instanceof StepError ? error : new StepError(step, error);
   }
+  return { tlsFingerprint };
 }
 
 async function fetchManifest(url: string, doFetch: typeof fetch): Promise<Manifest> {

@@ -16,7 +16,9 @@ import {
 import { services } from "./services.js";
 import { Supervisor, type ServiceSpec } from "./supervisor/supervisor.js";
 import { serviceConfigVariable, type ServiceConfig } from "./unit.js";
+import { defaultConnectionCaps } from "./http-guard/connection-caps.js";
 import { listenUnitApp } from "./http-guard/serve.js";
+import { unitTlsListen } from "./http-guard/unit-tls.js";
 import { buildUpdateApi } from "./update-api/server.js";
 import { readOrCreatePassword } from "./update-api/password.js";
 
@@ -97,6 +99,9 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
   if (created)
     options.say(`generated the update API password in ${config.paths.perm}/gokr-pw.txt: ${password}`);
 
+  // Made before the services start, so each finds it on /perm.
+  const tls = await unitTlsListen(config, "update", log.child({ subsystem: "tls" }));
+
   const env = { ...process.env, [serviceConfigVariable]: JSON.stringify(config) };
   const builtIn: ServiceSpec[] = Object.keys(services).map((name) => ({
     name,
@@ -160,7 +165,7 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
         ...supervisor.state(),
       }),
   });
-  await listenUnitApp(api, config, config.ports.update, "update API", log);
+  await listenUnitApp(api, config, config.ports.update, "update API", log, defaultConnectionCaps, tls);
 
   if (config.trial) {
     const ms = options.trialDeadlineMs ?? defaultTrialDeadlineMs;

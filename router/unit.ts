@@ -53,7 +53,15 @@ export interface ServiceConfig {
    * (router/http-guard/listen-config.ts): on a unit, lan0's address and loopback.
    */
   listen?: { addresses: string[]; allowSources: string[]; names: string[] };
-  ports: { update: number; diagd: number; backupd: number };
+  /** The plain HTTP ports, and the HTTPS ones (absent: that service serves no HTTPS). */
+  ports: {
+    update: number;
+    diagd: number;
+    backupd: number;
+    updateTls?: number;
+    diagdTls?: number;
+    backupdTls?: number;
+  };
   paths: UnitPaths;
   /** The LAN interface diagd checks: lan0 on a unit, the one holding `address` in process mode. */
   interfaceName?: string;

@@ -4,9 +4,8 @@
 // the boot menu if asked), reset the unit, then wait for its verdict. The
 // unit fetches its update API password over the token-checked HTTP: the
 // workstation's for the hostname, or a new one kept there first
-// (updates/credentials.ts). TFTP and HTTP serve only the address the DHCP
-// lock's ACK gave the unit (server/pxe/unit-access.ts). Resolves with a
-// summary when the unit reports success; rejects with an Rtr7Error when it reports failure, its kernel
+// (updates/credentials.ts). Resolves with a summary when the unit reports
+// success; rejects with an Rtr7Error when it reports failure, its kernel
 // panics, the timeout passes or the run is aborted. Whatever happens, every
 // server and device opened here is closed before this returns.
 import { randomBytes } from "node:crypto";
@@ -22,7 +21,6 @@ import { startDhcpServer } from "./dhcp/server.js";
 import { buildRecoveryHttp } from "./http/recovery-http.js";
 import { chooseRecoveryNetwork, type InterfaceWorld } from "./net/interfaces.js";
 import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
-import { afterAck, initialAccessState, mayFetch, type UnitAccessState } from "./pxe/unit-access.js";
 import { startTftpServer } from "./tftp/server.js";
 import { releaseKind } from "./release.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
@@ -81,6 +79,8 @@ export interface RecoverySummary {
   durationMs: number;
   bytesServed: { http: number; tftp: number };
   message?: string;
+  /** The unit's TLS certificate (SHA-256), as its success report gave it, for the workstation to pin. */
+  tlsFingerprint?: string;
 }
 
 export async function recover(options: RecoverOptions): Promise<RecoverySummary> {
@@ -118,14 +118,8 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   };
   try {
     const verdict = new Verdict();
+    let tlsFingerprint: string | undefined;
     let unitMac = lockedMac;
-    // Whom TFTP and HTTP serve: the locked unit's address once its ACK is
-    // decided (server/pxe/unit-access.ts), nobody before.
-    let access: UnitAccessState = initialAccessState(lockedMac);
-    const refuse = (peerAddress: string, resource: string): string | undefined => {
-      const decision = mayFetch(access, { peerAddress, resource });
-      return decision.allowed ? undefined : decision.reason;
-    };
 
     const http = buildRecoveryHttp({
       files: imageFiles,
@@ -133,7 +127,6 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       token,
       log,
       priorityPeers: [network.unitAddress],
-      refuse,
       password,
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image
@@ -145,7 +138,10 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
         );
         options.onProgress?.(report);
       },
-      onSuccess: (report) => verdict.succeed(report.message),
+      onSuccess: (report) => {
+        tlsFingerprint ??= report.tlsFingerprint;
+        verdict.succeed(report.message);
+      },
       onFailure: (report, peer) => verdict.fail(unitFailure(report, peer)),
     });
     closers.push(() => http.app.close());
@@ -156,7 +152,6 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       port: options.ports.tftp,
       files: bootFiles,
       log,
-      refuse,
     });
     closers.push(() => tftp.close());
 
@@ -170,9 +165,6 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       log,
     });
     closers.push(() => dhcp.close());
-    dhcp.on("bind", (lease: { mac: string; address: string }) => {
-      access = afterAck(access, lease);
-    });
     dhcp.on("ack", (event: { mac: string }) => {
       unitMac = event.mac;
     });
@@ -211,6 +203,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       durationMs: Date.now() - started,
       bytesServed: { http: http.bytesServed(), tftp: tftp.bytesServed() },
       ...(message ? { message } : {}),
+      ...(tlsFingerprint ? { tlsFingerprint } : {}),
     };
     return summary;
   } finally {

@@ -113,7 +113,7 @@ hosts/H/http-password.txt (0600). It travels over the recovery's token-checked H
     const { newestKernel } = await import("../../lib/host-kernel.js");
     const { parseDuration } = await import("../../lib/duration.js");
     const { Rtr7Error } = await import("../../lib/errors.js");
-    const { inventoryFile, inventoryUnit } = await import("../../updates/fleet/inventory.js");
+    const { inventoryFile, inventoryUnit, recordUnitPin } = await import("../../updates/fleet/inventory.js");
     const inventory = inventoryFile();
     const { values: unit, fromInventory } = withInventoryDefaults(
       { mac: flags.mac, rebootor: flags.rebootor, serial: flags.serial, disk: flags.disk },
@@ -177,5 +177,17 @@ hosts/H/http-password.txt (0600). It travels over the recovery's token-checked H
       { event: "success", ...summary },
       `recovered ${summary.hostname} (${summary.unitMac ?? "unknown MAC"}, ${summary.unitAddress}) in ${seconds} s; served ${formatBytes(summary.bytesServed.http)} over HTTP and ${formatBytes(summary.bytesServed.tftp)} over TFTP`,
     );
+    if (summary.tlsFingerprint !== undefined) {
+      const fingerprint = summary.tlsFingerprint;
+      const before = await recordUnitPin(
+        inventory,
+        { hostname: flags.hostname, address: summary.unitAddress },
+        fingerprint,
+      );
+      log.info(
+        { event: "tls-pinned", file: inventory, fingerprint, previous: before ?? null },
+        `pinned ${flags.hostname}'s TLS certificate SHA-256 ${fingerprint} in ${inventory}${before !== undefined && before !== fingerprint ? ` (it was ${before})` : ""}`,
+      );
+    }
   }
 }

@@ -17,6 +17,8 @@ export interface ProgressReport {
 
 export interface SuccessReport {
   message?: string;
+  /** The SHA-256 fingerprint of the unit's TLS certificate (/perm/rtr7/tls), for the workstation to pin. */
+  tlsFingerprint?: string;
 }
 
 export interface FailureReport {
@@ -43,7 +45,10 @@ export const progressReportSchema = {
 export const successReportSchema = {
   type: "object",
   additionalProperties: false,
-  properties: { message: text(4096) },
+  properties: {
+    message: text(4096),
+    tlsFingerprint: { type: "string", pattern: "^([0-9A-F]{2}:){31}[0-9A-F]{2}$" },
+  },
 } as const;
 
 export const failureReportSchema = {

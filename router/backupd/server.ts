@@ -21,7 +21,9 @@ import { formatBytes, type Logger } from "../../lib/log.js";
 import type { RunningService, ServiceMain } from "../services.js";
 import type { ServiceConfig } from "../unit.js";
 import { installPasswordGuard } from "../http-guard/password-guard.js";
+import { defaultConnectionCaps } from "../http-guard/connection-caps.js";
 import { guardUnitApp, listenUnitApp } from "../http-guard/serve.js";
+import { unitTlsListen } from "../http-guard/unit-tls.js";
 import { readOrCreatePassword } from "../update-api/password.js";
 import { ArchiveAbortedError, createArchive } from "./archive.js";
 
@@ -88,6 +90,7 @@ export const backupdMain: ServiceMain = async (config, log) => {
   // reads it (or, started on its own, makes it as the update API would).
   const { password } = await readOrCreatePassword(config.paths.perm);
   const app = buildBackupdApp({ config, log, password });
-  await listenUnitApp(app, config, config.ports.backupd, "backupd", log);
+  const tls = await unitTlsListen(config, "backupd", log);
+  await listenUnitApp(app, config, config.ports.backupd, "backupd", log, defaultConnectionCaps, tls);
   return { close: () => app.close() } satisfies RunningService;
 };

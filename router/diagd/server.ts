@@ -8,7 +8,9 @@ import { installErrorHandlers } from "../../lib/http-error.js";
 import type { Logger } from "../../lib/log.js";
 import type { RunningService, ServiceMain } from "../services.js";
 import type { ServiceConfig } from "../unit.js";
+import { defaultConnectionCaps } from "../http-guard/connection-caps.js";
 import { guardUnitApp, listenUnitApp } from "../http-guard/serve.js";
+import { unitTlsListen } from "../http-guard/unit-tls.js";
 import { HealthEvaluator } from "./health.js";
 import { buildMetricsRegistry } from "./metrics.js";
 import { renderHealthPage } from "./page.js";
@@ -70,6 +72,7 @@ export function buildDiagdApp(options: DiagdOptions): FastifyInstance {
 
 export const diagdMain: ServiceMain = async (config, log) => {
   const app = buildDiagdApp({ config, log });
-  await listenUnitApp(app, config, config.ports.diagd, "diagd", log);
+  const tls = await unitTlsListen(config, "diagd", log);
+  await listenUnitApp(app, config, config.ports.diagd, "diagd", log, defaultConnectionCaps, tls);
   return { close: () => app.close() } satisfies RunningService;
 };

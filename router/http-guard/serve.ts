@@ -3,8 +3,12 @@
 // listen config (lan0 and loopback by default), all serving the same app.
 // fastify listens on one address; the others get plain node:http servers
 // handing every request to the app's own handler (`app.routing`), closed
-// with the app.
+// with the app. With the unit's certificate (unit-tls.ts), every address
+// also gets a node:https server on the service's TLS port, handed to the
+// same handler the same way: one app, so one request guard and one set of
+// routes whether a request came in clear or over TLS.
 import http from "node:http";
+import https from "node:https";
 import { networkInterfaces } from "node:os";
 import type { FastifyInstance } from "fastify";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
@@ -57,7 +61,17 @@ export function guardUnitApp(
   });
 }
 
-/** Listens on every address of the service's listen config, with the connection caps. */
+/** The service's HTTPS port and the unit's certificate, for listenUnitApp. */
+export interface TlsListen {
+  port: number;
+  key: string;
+  cert: string;
+}
+
+/**
+ * Listens on every address of the service's listen config, with the
+ * connection caps; with `tls`, on its TLS port as well.
+ */
 export async function listenUnitApp(
   app: FastifyInstance,
   config: Pick<ServiceConfig, "address" | "listen">,
@@ -65,13 +79,14 @@ export async function listenUnitApp(
   what: string,
   log: Logger,
   caps: ConnectionCaps = defaultConnectionCaps,
+  tls?: TlsListen,
 ): Promise<void> {
   const [first = "0.0.0.0", ...others] = listenOf(config).addresses;
-  const listenError = (address: string, error: unknown): Rtr7Error =>
-    new Rtr7Error("RTR7_ERR_LISTEN", `${what}: listen on tcp ${address}:${port}: ${describeError(error)}`, {
+  const listenError = (address: string, error: unknown, on = port): Rtr7Error =>
+    new Rtr7Error("RTR7_ERR_LISTEN", `${what}: listen on tcp ${address}:${on}: ${describeError(error)}`, {
       cause: error,
     });
-  const extras: http.Server[] = [];
+  const extras: (http.Server | https.Server)[] = [];
   app.addHook("onClose", async () => {
     await Promise.all(
       extras.map(
@@ -89,8 +104,14 @@ export async function listenUnitApp(
   } catch (error) {
     throw listenError(first, error);
   }
-  for (const address of others) {
-    const server = http.createServer((request, response) => app.routing(request, response));
+  const plain = others.map((address) => ({ address, port, tls: undefined }));
+  const secure =
+    tls === undefined ? [] : [first, ...others].map((address) => ({ address, port: tls.port, tls }));
+  for (const { address, port: extraPort, tls: credentials } of [...plain, ...secure]) {
+    const handler: http.RequestListener = (request, response) => app.routing(request, response);
+    const server = credentials
+      ? https.createServer({ key: credentials.key, cert: credentials.cert }, handler)
+      : http.createServer(handler);
     server.keepAliveTimeout = app.server.keepAliveTimeout;
     // An upload's "Expect: 100-continue" is the app's to answer, as on its own server.
     server.on("checkContinue", (request, response) => app.server.emit("checkContinue", request, response));
@@ -99,18 +120,19 @@ export async function listenUnitApp(
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
-        server.listen(port, address, () => {
+        server.listen(extraPort, address, () => {
           server.off("error", reject);
           resolve();
         });
       });
     } catch (error) {
       await app.close();
-      throw listenError(address, error);
+      throw listenError(address, error, extraPort);
     }
   }
+  const tlsText = tls === undefined ? "" : `, https on ${tls.port}`;
   log.info(
-    { event: "listening", addresses: [first, ...others], port },
-    `${what} listening on ${[first, ...others].map((address) => `${address}:${port}`).join(", ")}`,
+    { event: "listening", addresses: [first, ...others], port, tlsPort: tls?.port },
+    `${what} listening on ${[first, ...others].map((address) => `${address}:${port}`).join(", ")}${tlsText}`,
   );
 }

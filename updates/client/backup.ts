@@ -52,6 +52,7 @@ async function download(unit: UnitContext, file: string, options: BackupOptions)
   const response = await unit.transport({
     host: unit.host,
     port: unit.ports.backupd,
+    tls: unit.tls,
     method: "GET",
     path: "/backup.tar.gz",
     step,

@@ -1,17 +1,20 @@
 // What every part of the unit target shares about one unit: where it is
-// (its address and the ports of the update API, diagd and backupd), the
-// transport, the Authorization header built once from the credentials
+// (its address and the ports of the update API, diagd and backupd, HTTPS
+// ones with the certificate's pin when it has one), the transport, the Authorization header built once from the credentials
 // (kept here, never in a log or an error), the secrets to blot out of any
 // text a unit sends back, and the timer settings. `smallExchange` is the
 // request/answer pair of the small calls: its whole answer read as text.
 import type { Logger } from "../../lib/log.js";
 import { hostPort } from "./unit-errors.js";
+import type { UnitPin } from "./tls-peer.js";
 import { readText, type Transport, type TransportRequest } from "./transport.js";
 
 export interface UnitContext {
   host: string;
   ports: { update: number; diagd: number; backupd: number };
   transport: Transport;
+  /** The pinned certificate: every exchange goes over TLS to the ports above; absent: plain HTTP. */
+  tls?: UnitPin;
   /** "Basic ..." for the update API and backupd. */
   authorization: string;
   /** The password and its header value: never shown. */
@@ -44,6 +47,7 @@ export async function smallExchange(
     ...rest,
     host: unit.host,
     port,
+    tls: unit.tls,
     headers: { ...(authorize ? { authorization: unit.authorization } : {}), ...rest.headers },
   });
   const contentType = response.headers["content-type"];

@@ -3,11 +3,12 @@
 // not answer in time, or answers something that is not a health report, is
 // `undefined`, which is what safe-update's waits poll for. diagd needs no
 // password, and is sent none. `probeUnitHealth` asks without a target (no
-// credentials, no features asked), for a unit whose update API is down.
+// credentials, no features asked), for a unit whose update API is down;
+// over HTTPS (port 7734) to a unit with a pinned certificate.
 import { parseHealthReport, type HealthReport } from "../../lib/wire/health.js";
 import { smallExchange, type UnitContext } from "./context.js";
 import { silentLogger } from "../../lib/log.js";
-import { unitPorts } from "../../lib/wire/update-protocol.js";
+import { endpointPorts, type UnitEndpoint } from "./endpoint.js";
 import { nodeHttpTransport, type Transport } from "./transport.js";
 
 export async function probeHealth(unit: UnitContext, timeoutMs = 2000): Promise<HealthReport | undefined> {
@@ -29,14 +30,16 @@ export async function probeHealth(unit: UnitContext, timeoutMs = 2000): Promise<
 }
 
 export async function probeUnitHealth(
-  endpoint: { host: string; diagdPort?: number },
+  endpoint: Pick<UnitEndpoint, "host" | "diagdPort" | "tls">,
   options: { transport?: Transport; timeoutMs?: number } = {},
 ): Promise<HealthReport | undefined> {
-  const diagd = endpoint.diagdPort ?? unitPorts.diagd;
+  const { ports, tls } = endpointPorts(endpoint);
+  const diagd = ports.diagd;
   const unit: UnitContext = {
     host: endpoint.host,
     ports: { update: diagd, diagd, backupd: diagd },
     transport: options.transport ?? nodeHttpTransport(),
+    tls,
     authorization: "",
     secrets: [],
     log: silentLogger(),

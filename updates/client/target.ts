@@ -8,7 +8,8 @@
 // (default node:http); busy retries wait on the injected clock.
 import { silentLogger, type Logger } from "../../lib/log.js";
 import type { HealthReport } from "../../lib/wire/health.js";
-import { unitPorts, updateUser, type UpdateHash, type UploadTarget } from "../../lib/wire/update-protocol.js";
+import { updateUser, type UpdateHash, type UploadTarget } from "../../lib/wire/update-protocol.js";
+import { endpointPorts, type UnitEndpoint } from "./endpoint.js";
 import { downloadBackup, type BackupOptions } from "./backup.js";
 import type { UnitContext } from "./context.js";
 import { post, testbootForm } from "./control.js";
@@ -17,16 +18,6 @@ import { probeHealth } from "./health.js";
 import { nodeHttpTransport, type Transport } from "./transport.js";
 import { hostPort } from "./unit-errors.js";
 import { streamTo, type StreamOptions, type StreamResult, type UploadSource } from "./upload.js";
-
-export interface UnitEndpoint {
-  host: string;
-  /** The update API's port; default 80. */
-  port?: number;
-  /** diagd's port; default 7733. */
-  diagdPort?: number;
-  /** backupd's port; default 8077. */
-  backupdPort?: number;
-}
 
 export interface UnitCredentials {
   /** The unit's update password (its /perm/gokr-pw.txt); the user is gokrazy. */
@@ -56,7 +47,7 @@ export interface OpenUnitOptions {
 }
 
 export interface UnitTarget {
-  /** "10.0.0.1:80": the update API's address, for messages. */
+  /** "10.0.0.1:80" (or ":443" over HTTPS): the update API's address, for messages. */
   readonly address: string;
   /** The features the unit listed ("partuuid,updatehash,"), as it sent them. */
   readonly featuresText: string;
@@ -79,6 +70,8 @@ export interface UnitTarget {
   backup(to: string, options?: BackupOptions): Promise<{ bytes: number }>;
 }
 
+export type { UnitEndpoint, UnitTlsEndpoint } from "./endpoint.js";
+
 const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function openUnit(
@@ -86,17 +79,14 @@ export async function openUnit(
   credentials: UnitCredentials,
   options: OpenUnitOptions = {},
 ): Promise<UnitTarget> {
-  const ports = {
-    update: endpoint.port ?? unitPorts.update,
-    diagd: endpoint.diagdPort ?? unitPorts.diagd,
-    backupd: endpoint.backupdPort ?? unitPorts.backupd,
-  };
+  const { ports, tls } = endpointPorts(endpoint);
   const address = hostPort(endpoint.host, ports.update);
   const authorization = `Basic ${Buffer.from(`${updateUser}:${credentials.password}`).toString("base64")}`;
   const unit: UnitContext = {
     host: endpoint.host,
     ports,
     transport: options.transport ?? nodeHttpTransport(),
+    tls,
     authorization,
     secrets: [credentials.password, authorization.slice("Basic ".length)],
     log: (options.log ?? silentLogger()).child({ subsystem: "unit", peer: address }),

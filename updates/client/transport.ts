@@ -11,13 +11,17 @@
 // The answer's body is handed back as a stream the caller reads to its end
 // or closes; either way the exchange then ends and its socket is destroyed.
 // A timer that fires, or a connection that breaks, ends the body with an
-// RTR7_ERR_UNIT_UNREACHABLE error naming the address and the step. Tests
-// swap the whole transport, or give the default one their own `connect` to
-// count sockets.
+// RTR7_ERR_UNIT_UNREACHABLE error naming the address and the step. A
+// request with a pin (`tls`) goes over TLS: the connection is opened and its
+// certificate compared with the pin first (tls-peer.ts), and only a
+// verified socket is handed to node:http, so a wrong certificate costs no
+// byte of the request. Tests swap the whole transport, or give the default
+// one their own `connect` to count sockets.
 import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import net from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import { formatBytes } from "../../lib/log.js";
+import { pinnedSocket, type UnitPin } from "./tls-peer.js";
 import { hostPort, stalledError, unreachableError } from "./unit-errors.js";
 
 export interface TransportRequest {
@@ -38,6 +42,8 @@ export interface TransportRequest {
   onSent?: (bytes: number) => void;
   /** Names the exchange in errors: "PUT /update/root (root.img, 300 MiB)". */
   step: string;
+  /** Over TLS, to a peer that must present this certificate; absent: plain HTTP. */
+  tls?: UnitPin;
 }
 
 export interface TransportResponse {
@@ -85,13 +91,31 @@ class ExchangeTimers {
 /** The default transport: node:http, one connection per request. */
 export function nodeHttpTransport(options: NodeTransportOptions = {}): Transport {
   const continueTimeoutMs = options.continueTimeoutMs ?? 2000;
-  return (request) => exchange(request, continueTimeoutMs, options.connect);
+  return async (request) => {
+    if (request.tls === undefined) {
+      const { connect } = options;
+      return exchange(
+        request,
+        continueTimeoutMs,
+        connect && (() => connect({ host: request.host, port: request.port })),
+      );
+    }
+    const socket = await pinnedSocket({
+      host: request.host,
+      port: request.port,
+      step: request.step,
+      timeoutMs: Math.min(request.timeoutMs ?? 30_000, request.idleTimeoutMs ?? 30_000),
+      connect: options.connect,
+      pin: request.tls,
+    });
+    return exchange(request, continueTimeoutMs, () => socket);
+  };
 }
 
 function exchange(
   spec: TransportRequest,
   continueTimeoutMs: number,
-  connect: NodeTransportOptions["connect"],
+  connect: (() => net.Socket) | undefined,
 ): Promise<TransportResponse> {
   const where = hostPort(spec.host, spec.port);
   const streamed = spec.body !== undefined && !Buffer.isBuffer(spec.body) ? spec.body : undefined;
@@ -153,9 +177,7 @@ function exchange(
       method: spec.method,
       path: spec.path,
       headers,
-      ...(connect
-        ? { createConnection: () => connect({ host: spec.host, port: spec.port }) }
-        : { agent: false }),
+      ...(connect ? { createConnection: connect } : { agent: false }),
     });
 
     const sendBody = (): void => {

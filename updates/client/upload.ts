@@ -204,6 +204,7 @@ async function streamOnce(
   const response = await unit.transport({
     host: unit.host,
     port: unit.ports.update,
+    tls: unit.tls,
     method: "PUT",
     path: `/update/${target}`,
     step,

@@ -6,6 +6,11 @@
 // `rtr7 recover --hostname H` takes H's entry as its defaults, and `rtr7
 // fleet add` / `rm` edit it: read, change, write a temporary file, fsync,
 // rename, so a crash leaves the old file or the new one, never half of one.
+// Each unit's `tlsFingerprint` is the pin of its TLS certificate, recorded
+// by `rtr7 recover`, by the first contact (updates/client/unit-connection.ts)
+// and by `rtr7 fleet trust`, through recordUnitPin, which keeps the
+// entry's other fields and lets one process's concurrent pins (a survey
+// of many units) write one after the other.
 //
 // {"units": [{"hostname": "shop-1", "address": "10.1.0.2", "mac": "...", ...}]}
 import { readFile } from "node:fs/promises";
@@ -27,6 +32,8 @@ export interface InventoryUnit {
   serial?: string;
   /** The disk recovery erases (sda, nvme0n1). */
   disk?: string;
+  /** The pinned SHA-256 fingerprint of the unit's TLS certificate ("AB:CD:..."). */
+  tlsFingerprint?: string;
 }
 
 /** $XDG_CONFIG_HOME/rtr7/fleet.json. */
@@ -36,7 +43,18 @@ export function inventoryFile(env: NodeJS.ProcessEnv = process.env, home = os.ho
   return path.join(base, "rtr7", "fleet.json");
 }
 
-const fields = ["hostname", "address", "mac", "rebootor", "serial", "disk"] as const;
+const fields = ["hostname", "address", "mac", "rebootor", "serial", "disk", "tlsFingerprint"] as const;
+
+/** A SHA-256 fingerprint in openssl's form: 32 upper-case hex pairs joined by colons. */
+export function normaliseFingerprint(text: string): string {
+  const hex = text.replace(/:/g, "").toUpperCase();
+  if (!/^[0-9A-F]{64}$/.test(hex))
+    throw new Rtr7Error(
+      "RTR7_ERR_USAGE",
+      `TLS fingerprint ${JSON.stringify(text)}: want a SHA-256 fingerprint (AB:CD:... , 32 pairs)`,
+    );
+  return hex.replace(/(..)(?!$)/g, "$1:");
+}
 
 /** Checks one entry as `rtr7 fleet add` checks its flags; throws RTR7_ERR_INVENTORY naming the file. */
 function checkedUnit(value: unknown, file: string, index: number): InventoryUnit {
@@ -72,6 +90,7 @@ export function normalisedUnit(unit: InventoryUnit): InventoryUnit {
   if (unit.rebootor !== undefined) result.rebootor = unit.rebootor;
   if (unit.serial !== undefined) result.serial = unit.serial;
   if (unit.disk !== undefined) result.disk = checkedDiskName(unit.disk);
+  if (unit.tlsFingerprint !== undefined) result.tlsFingerprint = normaliseFingerprint(unit.tlsFingerprint);
   return result;
 }
 
@@ -115,13 +134,51 @@ async function writeInventory(file: string, units: InventoryUnit[]): Promise<voi
   });
 }
 
-/** Adds the unit, or replaces its entry; returns whether it replaced one. */
+/**
+ * Adds the unit, or replaces its entry (keeping its pin unless `unit` names
+ * one: re-adding a unit must not make the next contact trust anything);
+ * returns whether it replaced one.
+ */
 export async function addInventoryUnit(file: string, unit: InventoryUnit): Promise<boolean> {
-  const entry = normalisedUnit(unit);
   const units = await readInventory(file);
+  const pinned = units.find((known) => known.hostname === unit.hostname)?.tlsFingerprint;
+  const entry = normalisedUnit({ tlsFingerprint: pinned, ...unit });
   const replaced = units.some((known) => known.hostname === entry.hostname);
   await writeInventory(file, [...units.filter((known) => known.hostname !== entry.hostname), entry]);
   return replaced;
+}
+
+/** Pins written one after the other within this process, per inventory file. */
+const pinQueues = new Map<string, Promise<unknown>>();
+
+/**
+ * Records `fingerprint` as the unit's pin: its entry keeps every other
+ * field; a unit without one gets {hostname, address, tlsFingerprint}.
+ * Resolves to the fingerprint pinned before (undefined: none).
+ */
+export async function recordUnitPin(
+  file: string,
+  unit: { hostname: string; address?: string },
+  fingerprint: string,
+): Promise<string | undefined> {
+  const pinned = normaliseFingerprint(fingerprint);
+  const write = async (): Promise<string | undefined> => {
+    const units = await readInventory(file);
+    const known = units.find((entry) => entry.hostname === unit.hostname);
+    const entry = normalisedUnit(
+      known
+        ? { ...known, tlsFingerprint: pinned }
+        : { hostname: unit.hostname, address: unit.address, tlsFingerprint: pinned },
+    );
+    await writeInventory(file, [...units.filter((other) => other.hostname !== unit.hostname), entry]);
+    return known?.tlsFingerprint;
+  };
+  const queued = (pinQueues.get(file) ?? Promise.resolve()).then(write, write);
+  pinQueues.set(
+    file,
+    queued.catch(() => undefined),
+  );
+  return queued;
 }
 
 /** Removes the unit's entry; returns whether there was one. */
