@@ -28,7 +28,7 @@ import { Rtr7Error, describeError } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { HealthReport } from "../lib/wire/health.js";
 import {
-  updateFeaturesText,
+  updateFeatures,
   updateHashHeader,
   uploadTargets,
   type UploadTarget,
@@ -37,6 +37,12 @@ import { basicAuthChecker, basicRealm } from "../router/update-api/basic-auth.js
 import { parseRebootForm, parseTestbootForm } from "../router/update-api/reboot-form.js";
 import { requestedHashAlgorithm } from "../router/update-api/write-target.js";
 import { readForm, receiveBody, requireMethod, sendError, sendJson, sendText } from "./sim-fleet-http.js";
+
+/** A unit's features but `signed`: the simulated units hold no keys and have no /update/trust or /update/manifest. */
+const simFeaturesText = updateFeatures
+  .filter((feature) => feature !== "signed")
+  .map((feature) => `${feature},`)
+  .join("");
 
 type Slot = "a" | "b";
 const other = (slot: Slot): Slot => (slot === "a" ? "b" : "a");
@@ -235,8 +241,8 @@ export class SimUnit {
     };
     const json = /\bapplication\/json\b/i.test(request.headers.accept ?? "");
     if (pathname === "/update/features") {
-      if (json) return sendJson(response, 200, { features: updateFeaturesText, EEPROM: null });
-      return sendText(response, 200, updateFeaturesText);
+      if (json) return sendJson(response, 200, { features: simFeaturesText, EEPROM: null });
+      return sendText(response, 200, simFeaturesText);
     }
     const target = pathname.startsWith("/update/") ? pathname.slice("/update/".length) : "";
     if ((uploadTargets as readonly string[]).includes(target)) {

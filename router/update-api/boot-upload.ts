@@ -48,7 +48,7 @@ import {
   type UploadRequest,
 } from "./uploads.js";
 import { writeBootFilesState } from "./slot-state.js";
-import { readAt, targetCapacity, writeUpload, type HashAlgorithm } from "./write-target.js";
+import { hashWithSha256, readAt, targetCapacity, writeUpload, type HashAlgorithm } from "./write-target.js";
 
 /** How a boot upload reaches the partition: the slot's files (default) or the whole image. */
 export type BootWrite = "files" | "image";
@@ -75,12 +75,14 @@ export async function uploadBoot(context: UploadContext, request: UploadRequest)
   );
   try {
     await (await open(staging, "wx", 0o600)).close();
+    const hashes = hashWithSha256(request.algorithm);
     const received = await writeUpload({
       source: request.source,
       targetPath: staging,
       targetName: `the boot partition (staged in ${staging})`,
       capacity,
       algorithm: request.algorithm,
+      hash: hashes.hash,
       expectedLength: request.contentLength,
       idle: request.idle,
       beforeRead: request.beforeRead,
@@ -88,6 +90,9 @@ export async function uploadBoot(context: UploadContext, request: UploadRequest)
       device: disk,
     });
     if (received.bytes === 0) throw emptyUpload("/update/boot");
+    // A pending signed manifest is checked against the staged image before
+    // anything reaches the boot partition.
+    await request.checkImage?.({ sha256: hashes.sha256(), size: received.bytes });
     const plan = await planSlotWrite(context, staging);
     if (plan.kind === "image") {
       context.log.warn(

@@ -1,8 +1,13 @@
 // The unit's update API (fastify), wire-compatible with gokrazy's update
 // protocol so gokrazy's updater and gok work against it unchanged:
-//   GET  /update/features                 "partuuid,updatehash,gzip," (JSON with Accept: application/json)
+//   GET  /update/features                 "partuuid,updatehash,gzip,signed," (JSON with Accept: application/json)
 //   PUT  /update/root|boot|bootonly|mbr   body → target; reply = lowercase hex hash, nothing else
 //   POST /update/switch|testboot|commit   BootControl, after checking the inactive slot is bootable
+//   GET|PUT /update/trust, PUT /update/manifest   signed releases (trust-routes.ts)
+// A unit that trusts a key (/perm/rtr7/trusted-keys/) checks every upload
+// against a pending signed manifest and boots only a slot whose release
+// was signed (release-gate.ts, signed-release.ts); one that trusts none
+// behaves as gokrazy's units do.
 //   POST /reboot                          reply 200, then BootControl.reboot
 //   GET  /                                status page
 // Every route needs HTTP Basic auth (user gokrazy); a failed check is
@@ -29,6 +34,10 @@ import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
 import { checkBootable, readSlotStates } from "./slot-state.js";
 import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
 import { uploadBoot, type BootWrite } from "./boot-upload.js";
+import { ReleaseGate } from "./release-gate.js";
+import type { SignedImage } from "./release-state.js";
+import { installTrustRoutes } from "./trust-routes.js";
+import { UpdateLock } from "./update-lock.js";
 import { gunzipped, uploadEncoding } from "./upload-encoding.js";
 import {
   uploadMbr,
@@ -98,27 +107,15 @@ const uploads: Record<
   mbr: uploadMbr,
 };
 
+/** The manifest entry each upload is compared with. */
+const signedImageOf: Record<UploadKind, SignedImage> = {
+  root: "root",
+  boot: "boot",
+  bootonly: "boot",
+  mbr: "mbr",
+};
+
 const rebootFormLimit = 4096;
-
-/** Held by the one update step that runs; everything else that changes the unit is turned away. */
-class UpdateLock {
-  private holder: string | undefined;
-
-  get busyWith(): string | undefined {
-    return this.holder;
-  }
-
-  acquire(what: string): void {
-    if (this.holder !== undefined) {
-      throw new Rtr7Error("RTR7_ERR_UPDATE_BUSY", `${what}: refused, ${this.holder} is in progress`);
-    }
-    this.holder = what;
-  }
-
-  release(): void {
-    this.holder = undefined;
-  }
-}
 
 export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   const log = deps.log.child({ subsystem: "update-api" });
@@ -132,6 +129,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     disk: deps.disk,
     bootWrite: deps.bootWrite,
   };
+  const gate = new ReleaseGate(context, deps.unit?.hostname);
   const pace = {
     ...defaultUploadPace,
     ...(deps.uploadIdleTimeoutMs === undefined ? {} : { timeoutMs: deps.uploadIdleTimeoutMs }),
@@ -194,7 +192,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     log,
     requestCode: "RTR7_ERR_UPDATE_REQUEST",
     notFoundHint:
-      "The update API serves /update/features, /update/{root,boot,bootonly,mbr} (PUT), /update/{switch,testboot,commit} and /reboot (POST), and / (the status page).",
+      "The update API serves /update/features, /update/{root,boot,bootonly,mbr,manifest} (PUT), /update/trust (GET, PUT), /update/{switch,testboot,commit} and /reboot (POST), and / (the status page).",
   } as const;
 
   // Who may ask (sources, Host, cross-site changes), then the password.
@@ -204,10 +202,17 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
 
   installErrorHandlers(app, errorOptions);
 
-  const requireMethod = (request: FastifyRequest, reply: FastifyReply, method: "PUT" | "POST"): void => {
-    if (request.method === method) return;
-    void reply.header("allow", method);
-    throw new Rtr7Error("RTR7_ERR_UPDATE_REQUEST", `${requestLine(request)}: expected a ${method} request`);
+  const requireMethod = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    ...methods: ("GET" | "PUT" | "POST")[]
+  ): void => {
+    if (methods.includes(request.method as "GET")) return;
+    void reply.header("allow", methods.join(", "));
+    throw new Rtr7Error(
+      "RTR7_ERR_UPDATE_REQUEST",
+      `${requestLine(request)}: expected a ${methods.join(" or ")} request`,
+    );
   };
 
   const inactiveSlot = (): Slot => otherSlot(deps.boot.running().slot);
@@ -227,6 +232,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
       const peer = request.ip;
       try {
         const gzipped = uploadEncoding(request.headers["content-encoding"], url) === "gzip";
+        const checkImage = await gate.beforeUpload(signedImageOf[kind], `PUT ${url}`);
         const outcome = await uploads[kind](context, {
           source: gzipped ? gunzipped(request.raw) : request.raw,
           algorithm: requestedHashAlgorithm(request.headers[hashHeader]),
@@ -234,6 +240,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
           contentLength: gzipped ? undefined : contentLength(request),
           idle: limitFor(request),
           beforeRead: inviteBody(request, reply),
+          checkImage,
         });
         const notes = outcome.notes.length > 0 ? ` (${outcome.notes.join("; ")})` : "";
         log.info(
@@ -288,6 +295,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   bootAction("/update/switch", "switch", noInput, async () => {
     const slot = inactiveSlot();
     await checkBootable(deps.paths, slot);
+    await gate.beforeBoot("switch", slot);
     await deps.boot.switchTo(slot);
     return { slot, message: `slot ${slot} is now the default: the next boot runs it` };
   });
@@ -301,6 +309,7 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     async (deadlineMs) => {
       const slot = inactiveSlot();
       await checkBootable(deps.paths, slot);
+      await gate.beforeBoot("testboot", slot);
       await deps.boot.testboot(slot, { deadlineMs });
       const within = deadlineMs === undefined ? "" : ` within ${Math.round(deadlineMs / 1000)} s`;
       return {
@@ -310,8 +319,25 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
     },
   );
   bootAction("/update/commit", "commit", noInput, async () => {
+    await gate.beforeCommit();
     const slot = await deps.boot.commit();
     return { slot, message: `slot ${slot} is committed` };
+  });
+
+  installTrustRoutes(app, {
+    gate,
+    log,
+    lock,
+    requireMethod,
+    readBody: (request, reply, what, maxBytes) =>
+      readSmallBody(request.raw, {
+        maxBytes,
+        what,
+        expectedLength: contentLength(request),
+        idle: limitFor(request),
+        beforeRead: inviteBody(request, reply),
+      }),
+    runningVersion: async () => (await deps.statusPage?.().catch(() => undefined))?.version,
   });
 
   app.all("/reboot", async (request, reply) => {

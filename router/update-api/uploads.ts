@@ -18,7 +18,12 @@
 // past the page cache: the reply is the hash of what the target holds, and
 // a read-back that differs from what was received is RTR7_ERR_UPDATE_VERIFY
 // instead of a hash (a root slot is then marked invalid, as after any
-// failure once its first byte was written).
+// failure once its first byte was written). When a signed manifest is
+// pending (release-gate.ts), each upload hands its `checkImage` the size
+// and SHA-256 of what the unit holds: a root slot's bytes as read back
+// (marked invalid when they are not the manifest's), the MBR's body before
+// anything is written.
+import { createHash } from "node:crypto";
 import type { DiskDevice } from "../../lib/disk/device.js";
 import { writeVerified } from "../../lib/disk/verified-writer.js";
 import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
@@ -29,6 +34,7 @@ import { otherSlot, type Slot, type UnitPaths } from "../unit.js";
 import { writeSlotState } from "./slot-state.js";
 import {
   createUpdateHash,
+  hashWithSha256,
   readAt,
   readSmallBody,
   targetCapacity,
@@ -59,6 +65,8 @@ export interface UploadRequest {
   idle?: IdleLimit;
   /** Called right before the body is first read (the server sends "100 Continue" then). */
   beforeRead?: () => void;
+  /** Throws when what the unit holds is not what a pending signed manifest lists (release-gate.ts). */
+  checkImage?: (actual: { sha256: string; size: number }) => Promise<void>;
 }
 
 export interface UploadOutcome {
@@ -116,6 +124,7 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
   const target = context.paths.roots[slot];
   const targetName = `root slot ${slot}`;
   let touched = false;
+  const hashes = hashWithSha256(request.algorithm);
   try {
     const result = await writeUpload({
       source: request.source,
@@ -123,6 +132,7 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
       targetName,
       device: context.disk,
       algorithm: request.algorithm,
+      hash: hashes.hash,
       expectedLength: request.contentLength,
       idle: request.idle,
       beforeRead: request.beforeRead,
@@ -135,6 +145,7 @@ export async function uploadRoot(context: UploadContext, request: UploadRequest)
       },
     });
     if (result.bytes === 0) throw emptyUpload("/update/root");
+    await request.checkImage?.({ sha256: hashes.sha256(), size: result.bytes });
     await writeSlotState(context.paths.perm, slot, {
       state: "complete",
       algorithm: request.algorithm,
@@ -196,6 +207,7 @@ export async function uploadMbr(context: UploadContext, request: UploadRequest):
     beforeRead: request.beforeRead,
   });
   if (body.length === 0) throw emptyUpload("/update/mbr");
+  await request.checkImage?.({ sha256: createHash("sha256").update(body).digest("hex"), size: body.length });
   const bootCode = body.subarray(0, mbrBootCodeBytes);
   const capacity = await targetCapacity(context.paths.mbr, context.disk);
   if (capacity < mbrMaxUploadBytes) {

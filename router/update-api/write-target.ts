@@ -38,6 +38,27 @@ export function requestedHashAlgorithm(value: string | string[] | undefined): Ha
 
 export const createUpdateHash = createStreamHash;
 
+/**
+ * The reply's hash, and beside it the SHA-256 a signed manifest is compared
+ * with (the same hash when the reply is SHA-256 already): both fed the
+ * bytes read back.
+ */
+export function hashWithSha256(algorithm: HashAlgorithm): { hash: StreamHash; sha256: () => string } {
+  const reply = createStreamHash(algorithm);
+  if (algorithm === "sha256") return { hash: reply, sha256: () => reply.hex() };
+  const sha256 = createStreamHash("sha256");
+  return {
+    hash: {
+      update: (chunk) => {
+        reply.update(chunk);
+        sha256.update(chunk);
+      },
+      hex: () => reply.hex(),
+    },
+    sha256: () => sha256.hex(),
+  };
+}
+
 /** How the update API's writes fail: too large (413), an I/O error, a read-back that differs. */
 export const updateWriteErrors: WriteFailureCodes = {
   tooLarge: "RTR7_ERR_IMAGE_TOO_LARGE",
@@ -94,6 +115,8 @@ export interface WriteUploadOptions {
   /** Bytes the target holds; default its size. One more is refused with RTR7_ERR_IMAGE_TOO_LARGE. */
   capacity?: number;
   algorithm: HashAlgorithm;
+  /** Fed what is read back (hashWithSha256's); default a new hash of `algorithm`. */
+  hash?: StreamHash;
   /** The request's Content-Length, when it sent one: fewer bytes are a truncated upload. */
   expectedLength?: number;
   /** Called once, just before the first byte is written (the caller marks the target "writing"). */
@@ -128,6 +151,7 @@ export function writeUpload(options: WriteUploadOptions): Promise<VerifiedWriteR
     capacity: options.capacity,
     expectedBytes: options.expectedLength,
     algorithm: options.algorithm,
+    hash: options.hash,
     readBack: options.readBack,
     device: options.device,
     errors: updateWriteErrors,

@@ -149,7 +149,7 @@ describe("a QEMU unit booting from its own disk", { skip, timeout: 20 * 60_000 }
 
     assert.equal((await api("GET", "/update/features", [], "gokrazy:wrong")).status, 401);
     assert.equal((await curl([`http://${unitAddress}/update/features`])).status, 401);
-    assert.equal((await api("GET", "/update/features")).body, "partuuid,updatehash,gzip,");
+    assert.equal((await api("GET", "/update/features")).body, "partuuid,updatehash,gzip,signed,");
   });
 
   test("try-boot: testboot + kexec runs v2 once; no commit, back on v1; committed, v2 stays the default", async () => {

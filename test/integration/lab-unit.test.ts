@@ -135,9 +135,9 @@ describe("rtr7 lab unit: update API, try-boot and supervisor in process mode", {
 
     const text = await api("GET", "/update/features");
     assert.equal(text.status, 200);
-    assert.equal(text.body, "partuuid,updatehash,gzip,");
+    assert.equal(text.body, "partuuid,updatehash,gzip,signed,");
     const json = await api("GET", "/update/features", ["-H", "Accept: application/json"]);
-    assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,gzip,", EEPROM: null });
+    assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,gzip,signed,", EEPROM: null });
 
     const image = path.join(v2, "root.img");
     const { sha256, size } = await sha256OfFile(image);

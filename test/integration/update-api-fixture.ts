@@ -349,7 +349,7 @@ export async function startUnit(
     async assertStillServing() {
       const features = await unit.curl([...unit.auth, `${baseUrl}/update/features`]);
       assert.equal(features.status, 200, "the server stopped answering");
-      assert.equal(features.body, "partuuid,updatehash,gzip,");
+      assert.equal(features.body, "partuuid,updatehash,gzip,signed,");
     },
   };
   return unit;

@@ -151,7 +151,7 @@ test("GET /update/features answers gokrazy's feature list as text, and as JSON w
   const { unit } = setup;
   const text = await unit.curl([...unit.auth, `${unit.baseUrl}/update/features`]);
   assert.equal(text.status, 200);
-  assert.equal(text.body, "partuuid,updatehash,gzip,");
+  assert.equal(text.body, "partuuid,updatehash,gzip,signed,");
   assert.match(text.headers["content-type"] ?? "", /^text\/plain/);
   const json = await unit.curl([
     ...unit.auth,
@@ -160,7 +160,7 @@ test("GET /update/features answers gokrazy's feature list as text, and as JSON w
     `${unit.baseUrl}/update/features`,
   ]);
   assert.equal(json.status, 200);
-  assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,gzip,", EEPROM: null });
+  assert.deepEqual(JSON.parse(json.body), { features: "partuuid,updatehash,gzip,signed,", EEPROM: null });
   // gokrazy's updater refuses any other Content-Type for JSON (it wants this exact value).
   assert.equal(json.headers["content-type"], "application/json");
   const status = await unit.curl([...unit.auth, "-H", "Accept: application/json", `${unit.baseUrl}/`]);

@@ -131,7 +131,7 @@ describe("the unit target against a process-mode unit", { skip }, () => {
 
   test("features: the unit's list, crc32 because it lists updatehash", async () => {
     assert.deepEqual(await ok({ op: "features" }), {
-      raw: "partuuid,updatehash,gzip,",
+      raw: "partuuid,updatehash,gzip,signed,",
       hash: "crc32",
       partuuid: true,
     });

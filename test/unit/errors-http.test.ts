@@ -98,14 +98,14 @@ test("the update API's JSON replies carry exactly Content-Type application/json,
   const features = await app.inject({ url: "/update/features", headers: accept });
   assert.equal(features.statusCode, 200);
   assert.equal(features.headers["content-type"], "application/json");
-  assert.deepEqual(features.json(), { features: "partuuid,updatehash,gzip,", EEPROM: null });
+  assert.deepEqual(features.json(), { features: "partuuid,updatehash,gzip,signed,", EEPROM: null });
   const status = await app.inject({ url: "/", headers: accept });
   assert.equal(status.statusCode, 200);
   assert.equal(status.headers["content-type"], "application/json");
   assert.equal(status.json<{ running: { slot: string } }>().running.slot, "a");
   // Without Accept: application/json, the features stay gokrazy's text.
   const text = await app.inject({ url: "/update/features", headers: { authorization } });
-  assert.equal(text.body, "partuuid,updatehash,gzip,");
+  assert.equal(text.body, "partuuid,updatehash,gzip,signed,");
   assert.match(String(text.headers["content-type"]), /^text\/plain/);
 });
 
