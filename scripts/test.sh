@@ -11,4 +11,17 @@ mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 if [[ -n "${RTR7_TEST_FILTER:-}" ]]; then
   mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -E "$RTR7_TEST_FILTER")
 fi
-exec node --enable-source-maps --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+# Unit tests share no namespace, port or device, so they run four at a time;
+# integration and end-to-end tests (namespaces, QEMU, the CPU) one at a time.
+unit=() others=()
+for file in "${files[@]}"; do
+  if [[ $file == dist/test/unit/* ]]; then unit+=("$file"); else others+=("$file"); fi
+done
+status=0
+if ((${#unit[@]} > 0)); then
+  node --enable-source-maps --test --test-concurrency=4 --test-reporter=spec "${unit[@]}" || status=$?
+fi
+if ((${#others[@]} > 0)); then
+  node --enable-source-maps --test --test-concurrency=1 --test-reporter=spec "${others[@]}" || status=$?
+fi
+exit "$status"

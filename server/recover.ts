@@ -4,8 +4,9 @@
 // the boot menu if asked), reset the unit, then wait for its verdict. The
 // unit fetches its update API password over the token-checked HTTP: the
 // workstation's for the hostname, or a new one kept there first
-// (updates/credentials.ts). Resolves with a summary when the unit reports
-// success; rejects with an Rtr7Error when it reports failure, its kernel
+// (updates/credentials.ts). TFTP and HTTP serve only the address the DHCP
+// lock's ACK gave the unit (server/pxe/unit-access.ts). Resolves with a
+// summary when the unit reports success; rejects with an Rtr7Error when it reports failure, its kernel
 // panics, the timeout passes or the run is aborted. Whatever happens, every
 // server and device opened here is closed before this returns.
 import { randomBytes } from "node:crypto";
@@ -21,6 +22,7 @@ import { startDhcpServer } from "./dhcp/server.js";
 import { buildRecoveryHttp } from "./http/recovery-http.js";
 import { chooseRecoveryNetwork, type InterfaceWorld } from "./net/interfaces.js";
 import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
+import { afterAck, initialAccessState, mayFetch, type UnitAccessState } from "./pxe/unit-access.js";
 import { startTftpServer } from "./tftp/server.js";
 import { releaseKind } from "./release.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
@@ -120,6 +122,13 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     const verdict = new Verdict();
     let tlsFingerprint: string | undefined;
     let unitMac = lockedMac;
+    // Whom TFTP and HTTP serve: the locked unit's address once its ACK is
+    // decided (server/pxe/unit-access.ts), nobody before.
+    let access: UnitAccessState = initialAccessState(lockedMac);
+    const refuse = (peerAddress: string, resource: string): string | undefined => {
+      const decision = mayFetch(access, { peerAddress, resource });
+      return decision.allowed ? undefined : decision.reason;
+    };
 
     const http = buildRecoveryHttp({
       files: imageFiles,
@@ -127,6 +136,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       token,
       log,
       priorityPeers: [network.unitAddress],
+      refuse,
       password,
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image
@@ -152,6 +162,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       port: options.ports.tftp,
       files: bootFiles,
       log,
+      refuse,
     });
     closers.push(() => tftp.close());
 
@@ -165,6 +176,9 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       log,
     });
     closers.push(() => dhcp.close());
+    dhcp.on("bind", (lease: { mac: string; address: string }) => {
+      access = afterAck(access, lease);
+    });
     dhcp.on("ack", (event: { mac: string }) => {
       unitMac = event.mac;
     });

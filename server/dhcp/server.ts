@@ -61,6 +61,12 @@ export interface DhcpLeaseEvent {
 export interface DhcpServerEvents {
   offer: [DhcpLeaseEvent];
   ack: [DhcpLeaseEvent];
+  /**
+   * An ACK with an address is about to be sent: emitted before the reply
+   * leaves, so whoever serves by address knows the lease before the client
+   * can use it (the recovery's TFTP and HTTP, server/pxe/unit-access.ts).
+   */
+  bind: [DhcpLeaseEvent];
 }
 
 export interface DhcpServer extends EventEmitter<DhcpServerEvents> {
@@ -187,7 +193,18 @@ class RecoveryDhcpServer extends EventEmitter<DhcpServerEvents> implements DhcpS
         `locked to ${decision.mac}: other clients get no answer now`,
       );
     }
+    this.bind(decision);
     this.send(decision, via === "boot-server" ? socket : this.replySocket);
+  }
+
+  private bind(decision: Decision): void {
+    const address = decision.reply?.packet.yiaddr;
+    if (decision.outcome !== "ack" || address === undefined || address === anyAddress || this.closing) return;
+    try {
+      this.emit("bind", { mac: decision.mac, address });
+    } catch (error) {
+      this.log.error({ peer: decision.mac, event: "listener-failed", err: error }, "a bind listener threw");
+    }
   }
 
   private send(decision: Decision, socket: Socket | undefined): void {

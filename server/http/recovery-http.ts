@@ -9,6 +9,11 @@
 // curl resume and probe with them. Errors are answered in rtr7's one JSON
 // shape with the catalogue's status (lib/http-error.ts).
 //
+// Whom the files and the password are for is the caller's `refuse` hook
+// (server/pxe/unit-access.ts in a recovery: the locked unit's address only);
+// a refused peer gets 403 RTR7_ERR_RECOVERY_PEER, logged with the peer. The
+// reports stay checked by the token alone.
+//
 // Report bodies are JSON whatever their Content-Type says, or none: busybox
 // wget labels them as a form or as text, and router7's recovery-init posts
 // its success as `http.Post(url, "", nil)`, an empty body with an empty
@@ -54,6 +59,11 @@ export interface RecoveryHttpOptions {
   transfers?: Partial<TransferLimits>;
   /** Addresses the overall cap never turns away: the unit this recovery's DHCP answers. */
   priorityPeers?: readonly string[];
+  /**
+   * Why `peerAddress` may not have `path` (a file, the manifest, the
+   * password), or undefined to serve it; default: serve all.
+   */
+  refuse?: (peerAddress: string, path: string) => string | undefined;
 }
 
 export interface RecoveryHttp {
@@ -107,6 +117,19 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     }
   };
 
+  const refuse = options.refuse;
+  const requireUnit = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const path = request.url.split("?")[0] ?? "";
+    const reason = refuse?.(request.ip, path);
+    if (reason === undefined) return;
+    await replyWithError(
+      request,
+      reply,
+      new Rtr7Error("RTR7_ERR_RECOVERY_PEER", `${requestLine(request)} from ${request.ip}: ${reason}`),
+      errorOptions,
+    );
+  };
+
   installErrorHandlers(app, errorOptions);
 
   for (const name of options.files.names()) {
@@ -116,14 +139,15 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
     app.route({
       method: ["GET", "HEAD"],
       url: `/${name}`,
+      onRequest: requireUnit,
       handler: (request, reply) => serveFile(file, request, reply),
     });
   }
-  app.get("/manifest.json", (_request, reply) => reply.send(options.manifest));
+  app.get("/manifest.json", { onRequest: requireUnit }, (_request, reply) => reply.send(options.manifest));
 
   const password = options.password;
   if (password) {
-    app.get(credentialsPath, { onRequest: requireToken }, async (request, reply) => {
+    app.get(credentialsPath, { onRequest: [requireUnit, requireToken] }, async (request, reply) => {
       const body: CredentialsReply = { password: await password() };
       log.info(
         { peer: request.ip, event: "credentials" },

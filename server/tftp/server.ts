@@ -9,6 +9,10 @@
 //   absolute paths) gets error 1 "File not found". A write request gets error
 //   2 "Access violation". Malformed packets are logged and skipped (answered
 //   with an ERROR, as RFC 1350 asks), and the server keeps serving.
+// - Whom the files are for is not decided here: the caller's `refuse` hook
+//   (server/pxe/unit-access.ts in a recovery) names a reason to turn a peer
+//   away, which then gets error 2 "Access violation" for any name, and the
+//   reason goes to the log with the peer.
 //
 // Speed (npm run bench: test/bench/tftp.bench.ts, 32 MiB, curl). TFTP as
 // curl, tftp-hpa and PXE firmware speak it is lock-step, so a transfer takes
@@ -61,6 +65,8 @@ export interface TftpServerOptions {
   maxTransfers?: number;
   /** Transfers at once from one address; 4. */
   maxTransfersPerPeer?: number;
+  /** Why `peerAddress` may not read `name` (it gets "Access violation"), or undefined to serve it; default: serve all. */
+  refuse?: (peerAddress: string, name: string) => string | undefined;
 }
 
 export interface TftpTransfer {
@@ -124,6 +130,15 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
     request.on("error", () => undefined);
     if (request.method !== "GET") {
       // The patched package refuses writes before they get here (denyPUT).
+      request.abort(tftp.EACCESS);
+      return;
+    }
+    const forbidden = options.refuse?.(remoteAddress, name);
+    if (forbidden !== undefined) {
+      log.warn(
+        { peer, event: "tftp-refused", code: "RTR7_ERR_RECOVERY_PEER", file: name },
+        `${printable(name)}: access violation, ${forbidden}`,
+      );
       request.abort(tftp.EACCESS);
       return;
     }

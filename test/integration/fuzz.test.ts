@@ -74,20 +74,35 @@ test(
       },
     );
     assert.match(dhcp.stdout, /BOUND ip=10\.78\.0\.1\b/);
+    // Only the address the ACK gave is served (server/pxe/unit-access.ts).
+    await client.exec("ip", ["addr", "add", "10.78.0.1/24", "dev", "eth0"]);
     // ... TFTP ...
     const fetched = path.join(work, "fetched.bin");
     await client.exec(
       "curl",
-      ["-sS", "--tftp-blksize", "1468", "-o", fetched, "tftp://10.78.0.254/pxelinux.cfg/default"],
+      [
+        "-sS",
+        "--interface",
+        "10.78.0.1",
+        "--tftp-blksize",
+        "1468",
+        "-o",
+        fetched,
+        "tftp://10.78.0.254/pxelinux.cfg/default",
+      ],
       {
         timeoutMs: 30_000,
       },
     );
     assert.match(await readFile(fetched, "utf8"), /rtr7\.hostname=fuzz/);
     // ... and HTTP.
-    const manifest = await client.exec("curl", ["-sS", "--fail", "http://10.78.0.254:7773/manifest.json"], {
-      timeoutMs: 30_000,
-    });
+    const manifest = await client.exec(
+      "curl",
+      ["-sS", "--fail", "--interface", "10.78.0.1", "http://10.78.0.254:7773/manifest.json"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     assert.equal((JSON.parse(manifest.stdout) as { images: unknown[] }).images.length, 3);
     assert.equal(recover.child.exitCode, null);
   },

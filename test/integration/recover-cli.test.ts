@@ -6,6 +6,8 @@
 // only, made and kept 0600 on the workstation when it has none; the
 // inventory's defaults; images built for another hostname refused. Every run
 // has its own XDG_CONFIG_HOME, so the workstation's files are never touched.
+// The unit's namespace takes the DHCP lock first (busybox udhcpc as a PXE
+// client), since nothing is served before it (server/pxe/unit-access.ts).
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir, open, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -18,6 +20,7 @@ import { writeBootFile } from "../../router/boot/boot-partition.js";
 import { joinWithVeth, namespacesFor, requireRootAndTools, type Netns } from "../helpers/netns.js";
 import { fakeImages, jsonEvents, recoverArgs, scratchDir } from "../helpers/scratch.js";
 import { start } from "../helpers/processes.js";
+import { pxeDhcp, setMac } from "../helpers/pxe-client.js";
 
 const run = promisify(execFile);
 const server = "10.79.0.254";
@@ -31,6 +34,8 @@ async function startRecover(
     token?: boolean;
     /** The run is expected to end before it serves: do not wait for it to start. */
     refused?: boolean;
+    /** The unit's MAC (its DHCP lock is taken with it); default the veth's own. */
+    mac?: string;
     /** Runs in the scratch directory and its XDG_CONFIG_HOME before rtr7 recover starts. */
     prepare?: (
       work: string,
@@ -53,6 +58,7 @@ async function startRecover(
     device: "eth0",
     cidr: "10.79.0.1/24",
   });
+  if (options.mac !== undefined) await setMac(unitNs, "eth0", options.mac);
   const recover = serverNs.start(
     process.execPath,
     recoverArgs({
@@ -66,6 +72,7 @@ async function startRecover(
   if (options.refused) return { recover, unitNs, images, token: "", config: "", xdg };
   await recover.waitForLine(json ? /"event":"start"/ : /serving recovery/, 30_000);
   if (options.token === false) return { recover, unitNs, images, token: "", config: "", xdg };
+  assert.equal(await pxeDhcp(t, unitNs, "eth0"), "10.79.0.1", "the unit's DHCP lock");
   const config = (await unitNs.exec("curl", ["-sS", `tftp://${server}/pxelinux.cfg/default`])).stdout;
   const token = /rtr7\.token=([0-9a-f]+)/.exec(config)?.[1];
   assert.ok(token, `no token in pxelinux.cfg/default:\n${config}`);
@@ -119,7 +126,7 @@ test(
   "HTTP over a real socket: Range, HEAD, 404, and 403 for reports without the token",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
     const { unitNs, images, recover } = await startRecover(t);
     const root = await readFile(images.root);
     const ranged = await curl(unitNs, ["-r", "1000-1999", `${base}/root.img`]);
@@ -152,14 +159,14 @@ test(
   "the unit's success ends the run with exit 0 and a summary; the ports are freed",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
     const { unitNs, token, recover } = await startRecover(t, { json: false });
     await curl(unitNs, [`${base}/root.img`]);
     assert.equal((await report(unitNs, token, "success", '{"message":"all written"}')).status, 200);
     assert.equal(await recover.exited(20_000), 0, recover.output());
     assert.match(
       recover.output(),
-      /recovered cli-unit \(unknown MAC, 10\.79\.0\.1\) in [\d.]+ s; served 1\.0 MiB over HTTP and \d+ B over TFTP/,
+      /recovered cli-unit \([0-9a-f:]{17}, 10\.79\.0\.1\) in [\d.]+ s; served 1\.0 MiB over HTTP and \d+ B over TFTP/,
     );
     const refused = await unitNs.exec("sh", ["-c", `curl -s -m 2 ${base}/manifest.json || echo refused`]);
     assert.match(refused.stdout, /refused/);
@@ -170,7 +177,7 @@ test(
   "the unit's failure report ends the run non-zero with the unit's message",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
     const { unitNs, token, recover } = await startRecover(t);
     const body = JSON.stringify({ step: "write", message: "root.img: sha256 mismatch" });
     assert.equal((await report(unitNs, token, "failure", body)).status, 200);
@@ -182,7 +189,7 @@ test(
 );
 
 test("--timeout ends the run non-zero", { timeout: 90_000 }, async (t) => {
-  if (!(await requireRootAndTools(t, ["curl"]))) return;
+  if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
   const { recover } = await startRecover(t, { extra: ["--timeout=3s"], token: false });
   assert.equal(await recover.exited(30_000), 1);
   assert.equal(
@@ -192,7 +199,7 @@ test("--timeout ends the run non-zero", { timeout: 90_000 }, async (t) => {
 });
 
 test("a signal ends the run non-zero with every server closed", { timeout: 90_000 }, async (t) => {
-  if (!(await requireRootAndTools(t, ["curl"]))) return;
+  if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
   const { recover, unitNs } = await startRecover(t);
   recover.child.kill("SIGTERM");
   assert.equal(await recover.exited(30_000), 1);
@@ -208,7 +215,7 @@ test(
   "a kernel panic on the serial console ends the run as a failed recovery",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl", "socat"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "socat", "busybox"]))) return;
     const work = await scratchDir(t, "panic");
     const ours = `${work}/console`;
     const unitSide = `${work}/unit`;
@@ -238,7 +245,7 @@ test(
 );
 
 test("--disk names the unit's disk on its kernel command line", { timeout: 90_000 }, async (t) => {
-  if (!(await requireRootAndTools(t, ["curl"]))) return;
+  if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
   const { config } = await startRecover(t, { extra: ["--disk=/dev/nvme0n1"] });
   assert.match(config, /^ {2}APPEND .* rtr7\.disk=nvme0n1$/m);
 });
@@ -247,7 +254,7 @@ test(
   "the unit fetches its password with the token: none on the workstation, so one is made and kept there 0600",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
     const { unitNs, token, recover, xdg } = await startRecover(t);
     const hostFile = path.join(xdg, "gokrazy/hosts/cli-unit/http-password.txt");
     assert.equal((await curl(unitNs, [`${base}/credentials`])).status, 403);
@@ -274,9 +281,10 @@ test(
   "the inventory's entry gives --mac, --rebootor and --disk; the log says so",
   { timeout: 90_000 },
   async (t) => {
-    if (!(await requireRootAndTools(t, ["curl"]))) return;
+    if (!(await requireRootAndTools(t, ["curl", "busybox"]))) return;
     const { unitNs, recover, config } = await startRecover(t, {
       extra: ["--rebootor=given-on-the-command-line"],
+      mac: "52:54:00:ab:cd:ef",
       prepare: async (_work, xdg) => {
         await mkdir(path.join(xdg, "rtr7"));
         await writeFile(
