@@ -17,6 +17,8 @@ import { createInterface } from "node:readline";
 import { Rtr7Error } from "../lib/errors.js";
 import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
+import { parsePublicKey } from "../lib/trust/minisign.js";
+import { addTrustedKey } from "../lib/trust/trusted-keys.js";
 import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../lib/wire/disk-layout.js";
 import { readBootConfig } from "../router/boot/boot-partition.js";
 import { hostnameFileText, permHostnameFile } from "../lib/wire/unit-hostname.js";
@@ -37,6 +39,11 @@ export interface LabUnitOptions {
   console?: (line: string) => void;
   /** Pause after a "panic" before booting again (panic=10 on a unit); default 1 s. */
   panicPauseMs?: number;
+  /**
+   * Public keys (minisign files' text) a new directory's unit trusts, as
+   * `rtr7 recover` installs the workstation's key into a unit that trusts none.
+   */
+  trustKeys?: string[];
 }
 
 const unitFile = (dir: string): string => path.join(dir, "unit.json");
@@ -53,6 +60,7 @@ export async function prepareUnitDir(
   dir: string,
   hostname: string,
   imageDir: string | undefined,
+  trustKeys: string[] = [],
 ): Promise<boolean> {
   if (await exists(unitFile(dir))) return false;
   if (!imageDir)
@@ -84,6 +92,8 @@ export async function prepareUnitDir(
   await mkdir(paths.run, { recursive: true });
   // As a recovery does: the unit's name, whichever release it runs.
   await writeFile(path.join(paths.perm, permHostnameFile), hostnameFileText(hostname));
+  for (const [index, text] of trustKeys.entries())
+    await addTrustedKey(paths.perm, parsePublicKey(text, `trusted key ${index + 1}`));
   await copyFile(path.join(imageDir, "boot.img"), paths.boot);
   await copyFile(path.join(imageDir, "root.img"), paths.roots.a);
   await truncate(paths.roots.a, rootSlotBytes);
@@ -173,7 +183,7 @@ export async function startLabUnit(options: LabUnitOptions): Promise<LabUnit> {
   const dir = path.resolve(options.dir);
   const log = (options.log ?? silentLogger()).child({ subsystem: "lab" });
   const say = options.console ?? ((line: string) => void process.stdout.write(line + "\n"));
-  if (await prepareUnitDir(dir, options.hostname, options.imageDir))
+  if (await prepareUnitDir(dir, options.hostname, options.imageDir, options.trustKeys))
     say(`lab: filled ${dir} from ${options.imageDir ?? ""}`);
   const paths = processUnitPaths(dir, "");
   await rm(nextBootFile(dir), { force: true });

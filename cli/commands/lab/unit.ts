@@ -13,6 +13,8 @@ against their manifest as a recovery would. The unit then runs the code found in
 image of the slot its boot configuration names, with the update API on ADDR:80, diagd on
 ADDR:7733 and backupd on ADDR:8077. A reboot through the update API starts the suite again on
 the slot the boot state names (testboot runs the other slot once; commit makes it stay).
+A new directory's unit trusts the workstation's signing key (\`rtr7 keys init\`), as a recovered
+unit does, and then takes only signed updates.
 Stop it with Ctrl-C.`;
 
   static override examples = [
@@ -39,17 +41,36 @@ Stop it with Ctrl-C.`;
       description: "Images to fill a new --dir from (mbr.img, boot.img, root.img, manifest.json).",
       helpValue: "IMAGES",
     }),
+    "trust-key": Flags.file({
+      description:
+        "A minisign public key file a new --dir's unit trusts (repeatable) [default: this workstation's signing.pub, once `rtr7 keys init` made it, as `rtr7 recover` installs it].",
+      multiple: true,
+      exists: true,
+      helpValue: "KEY.pub",
+    }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(LabUnit);
     const log = this.makeLogger(flags);
     const { startLabUnit } = await import("../../../lab/unit.js");
+    const { readFile } = await import("node:fs/promises");
+    const { keysDir } = await import("../../../updates/keys.js");
+    const keyFiles = flags["trust-key"] ?? [`${keysDir()}/signing.pub`];
+    const trustKeys: string[] = [];
+    for (const file of keyFiles)
+      try {
+        trustKeys.push(await readFile(file, "utf8"));
+      } catch (error) {
+        // The default key file is only there once `rtr7 keys init` ran.
+        if (flags["trust-key"] || (error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      }
     const unit = await startLabUnit({
       dir: flags.dir,
       hostname: flags.hostname,
       address: flags.address,
       imageDir: flags["image-dir"],
+      trustKeys,
       log,
     });
     const stop = (): void => void unit.stop();
