@@ -18,12 +18,16 @@
 // LAN: <subnet>.0.0/24: workstation .1, router .254, units .10, .11, ...
 // Routed: <routedSubnet>.0.0/24: router .1, unit .2.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import type { Started } from "../../lab/processes.js";
 import { addBridge, addRoute, joinWithVeth, Netns, plugIntoBridge } from "../../lab/netns.js";
 import { addInventoryUnit, inventoryFile, type InventoryUnit } from "../../updates/fleet/inventory.js";
 import { cliEntry } from "./paths.js";
+
+const execFileAsync = promisify(execFile);
 
 export interface FleetLabUnitSpec {
   hostname: string;
@@ -71,6 +75,11 @@ export interface FleetLabOptions {
   setup?: FleetLabUnitSetup;
   /** How long a unit may take to come up (default 90 s). */
   startTimeoutMs?: number;
+  /**
+   * `rtr7 keys init` in the lab's XDG_CONFIG_HOME before the units start,
+   * and every unit trusts that key (as `rtr7 recover` would make it).
+   */
+  signing?: boolean;
 }
 
 export interface FleetLab {
@@ -133,6 +142,12 @@ export async function startFleetLab(options: FleetLabOptions): Promise<FleetLab>
     const dataHome = path.join(work, "data");
     const updatesDir = path.join(work, "updates");
     await Promise.all([configHome, dataHome, updatesDir].map((dir) => mkdir(dir, { recursive: true })));
+    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: configHome, XDG_DATA_HOME: dataHome };
+    const trustKey: string[] = [];
+    if (options.signing) {
+      await execFileAsync(process.execPath, [cliEntry, "keys", "init"], { env });
+      trustKey.push("--trust-key", path.join(configHome, "rtr7", "keys", "signing.pub"));
+    }
 
     const switchNs = await namespace("sw");
     await addBridge(switchNs, "br0");
@@ -194,6 +209,7 @@ export async function startFleetLab(options: FleetLabOptions): Promise<FleetLab>
           address,
           "--image-dir",
           spec.imagesDir,
+          ...trustKey,
         ]);
         started.push(unitProcess);
         await unitProcess.waitForLine(/rtr7 init: up:/, options.startTimeoutMs ?? 90_000);
@@ -213,7 +229,6 @@ export async function startFleetLab(options: FleetLabOptions): Promise<FleetLab>
     const order = planned.map((unit) => unit.spec.hostname);
     units.sort((x, y) => order.indexOf(x.hostname) - order.indexOf(y.hostname));
 
-    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: configHome, XDG_DATA_HOME: dataHome };
     const startInWorkstation = (command: string, args: string[], commandEnv = env): Started => {
       const child = workstation.start(command, args, { env: commandEnv });
       started.push(child);

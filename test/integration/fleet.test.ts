@@ -18,12 +18,13 @@
 //      those units to a committed slot and finishes the rollout, and the
 //      units finished before the kill are not updated again.
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { avahiTools, startAvahiBrowser, type AvahiBrowser } from "../../lab/avahi.js";
 import { haveTool } from "../../lab/processes.js";
+import { parsePublicKey } from "../../lib/trust/minisign.js";
 import { startFleetLab, type FleetLab } from "../helpers/fleet-lab.js";
 import { isRoot } from "../helpers/netns.js";
 import { cliEntry } from "../helpers/paths.js";
@@ -74,6 +75,7 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
   let avahi: AvahiBrowser | undefined;
   const releases: Record<string, string> = {};
   let work = "";
+  let keyId = "";
 
   const health = async (hostname: string): Promise<Health | undefined> => {
     const curl = lab.startInWorkstation("curl", [
@@ -140,7 +142,13 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
         permFiles: { "data/keep.txt": `${hostname}'s own data\n` },
       })),
       routedUnit: { hostname: routedUnit, imagesDir: releases.v1 ?? "" },
+      // `rtr7 keys init` first: every rollout below is signed with no extra flag.
+      signing: true,
     });
+    keyId = parsePublicKey(
+      await readFile(path.join(lab.configHome, "rtr7", "keys", "signing.pub"), "utf8"),
+      "signing.pub",
+    ).keyId;
     await lab.writePasswords();
     await lab.writeInventory([
       { hostname: routedUnit, address: lab.unit(routedUnit).address },
@@ -275,6 +283,15 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
         `${unit.hostname}'s own data\n`,
       );
       assert.equal((await readFile(path.join(unit.dir, "perm", "hostname"), "utf8")).trim(), unit.hostname);
+      // Signing on, with no flag: the unit trusts the workstation's key, and
+      // its run sent the release signed by it (the unit refuses anything else).
+      assert.deepEqual(await readdir(path.join(unit.dir, "perm", "rtr7", "trusted-keys")), [`${keyId}.pub`]);
+      const [runDir] = await readdir(path.join(lab.updatesDir, unit.hostname));
+      const runEvents = await readFile(
+        path.join(lab.updatesDir, unit.hostname, runDir ?? "", "events.jsonl"),
+        "utf8",
+      );
+      assert.match(runEvents, /"event":"signature","outcome":"signed"/, unit.hostname);
     }
     const status = await lab.cli(["fleet", "status", "--updates-dir", lab.updatesDir]);
     assert.equal(status.code, 0, status.output);

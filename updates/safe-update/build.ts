@@ -10,6 +10,8 @@ import { promisify } from "node:util";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
 import { imageFiles, imageNames } from "../../lib/wire/images.js";
+import { sha256OfFile, type Manifest } from "../../lib/wire/manifest.js";
+import { writeFileAtomically } from "../../lib/atomic-file.js";
 import { buildUnitImages } from "../image/build.js";
 import { linkRelease, releaseMismatch, type Release } from "../release.js";
 import type { UpdateRun } from "../runs.js";
@@ -78,6 +80,27 @@ async function requireImages(dir: string): Promise<void> {
   }
 }
 
+/**
+ * A build that wrote no manifest.json (gokrazy's tools write none) gets one
+ * made from the images themselves, for this one unit: what the workstation
+ * signs and the unit checks every byte against.
+ */
+async function ensureManifest(dir: string, hostname: string, version: string, log: Logger): Promise<void> {
+  const file = path.join(dir, "manifest.json");
+  if (
+    await access(file).then(
+      () => true,
+      () => false,
+    )
+  )
+    return;
+  const images = [];
+  for (const name of imageNames) images.push({ name, ...(await sha256OfFile(path.join(dir, name))) });
+  const manifest: Manifest = { hostname, version, buildTime: new Date().toISOString(), images };
+  await writeFileAtomically(file, JSON.stringify(manifest, null, 2) + "\n", { mode: 0o600 });
+  log.info(`The build wrote no manifest.json: made one from its images (version ${version}).`);
+}
+
 /** Builds into the run directory; returns the version the new root image reports. */
 export async function buildImages(options: {
   run: UpdateRun;
@@ -91,7 +114,9 @@ export async function buildImages(options: {
   if (options.buildCommand) await runBuildCommand(options.buildCommand, run, options.log);
   else await buildUnitImages({ outDir: run.dir, hostname: options.hostname, log: options.builderLog });
   await requireImages(run.dir);
-  return rootImageVersion(path.join(run.dir, imageFiles.root));
+  const version = await rootImageVersion(path.join(run.dir, imageFiles.root));
+  await ensureManifest(run.dir, options.hostname, version, options.log);
+  return version;
 }
 
 /** The build step for a release built once: checks it fits the unit and links its images into the run. */
