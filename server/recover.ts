@@ -12,7 +12,8 @@
 import { randomBytes } from "node:crypto";
 import { Rtr7Error } from "../lib/errors.js";
 import { formatBytes, type Logger } from "../lib/log.js";
-import { FileMap, fileFromDisk } from "../lib/served-files.js";
+import { FileMap, fileFromBuffer, fileFromDisk } from "../lib/served-files.js";
+import { manifestSignatureFile } from "../lib/trust/release-signature.js";
 import { imageFiles as imageFileNames } from "../lib/wire/images.js";
 import { recoveryCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
 import { checkedDiskName, checkedHostname, normaliseMac } from "../lib/wire/names.js";
@@ -25,6 +26,7 @@ import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/b
 import { afterAck, initialAccessState, mayFetch, type UnitAccessState } from "./pxe/unit-access.js";
 import { startTftpServer } from "./tftp/server.js";
 import { releaseKind } from "./release.js";
+import { signedManifest, type SignedManifest } from "./signed-manifest.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
 
 export interface RecoveryImages {
@@ -70,6 +72,11 @@ export interface RecoverOptions {
    * there (updates/credentials.ts provisionUnitPassword).
    */
   password?: () => Promise<string>;
+  /**
+   * The workstation's public signing keys, for GET /trusted-keys; default:
+   * $XDG_CONFIG_HOME/rtr7/keys/signing.pub (server/workstation-keys.ts).
+   */
+  trustedKeys?: () => Promise<string[]>;
 }
 
 export interface RecoverySummary {
@@ -96,7 +103,7 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
     options.interfaces,
   );
   const token = options.token ?? randomBytes(16).toString("hex");
-  const { imageFiles, manifest } = await prepareImages(options.images, options.hostname, log);
+  const { imageFiles, manifest, signed } = await prepareImages(options.images, options.hostname, log);
   const password = once(options.password ?? (() => workstationPassword(options.hostname, log)));
   const initrd = options.initrd ?? (await defaultInitrd(options.kernel, log));
   const bootInputs = {
@@ -138,6 +145,8 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       priorityPeers: [network.unitAddress],
       refuse,
       password,
+      trustedKeys: once(options.trustedKeys ?? defaultTrustedKeys),
+      ...(signed ? { manifestBytes: signed.bytes } : {}),
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image
         // is written go to onProgress (a progress bar, or JSON lines).
@@ -245,6 +254,14 @@ function once<T>(make: () => Promise<T>): () => Promise<T> {
   return () => (made ??= make());
 }
 
+async function defaultTrustedKeys(): Promise<string[]> {
+  const [{ keysDir }, { workstationPublicKeys }] = await Promise.all([
+    import("../updates/keys.js"),
+    import("./workstation-keys.js"),
+  ]);
+  return workstationPublicKeys(keysDir());
+}
+
 async function workstationPassword(hostname: string, log: Logger): Promise<string> {
   const { provisionUnitPassword } = await import("../updates/credentials.js");
   const found = await provisionUnitPassword(hostname);
@@ -261,7 +278,7 @@ async function prepareImages(
   images: RecoveryImages,
   hostname: string,
   log: Logger,
-): Promise<{ imageFiles: FileMap; manifest: Manifest }> {
+): Promise<{ imageFiles: FileMap; manifest: Manifest; signed?: SignedManifest }> {
   const release = await releaseKind(images, hostname);
   log.info(
     { event: "release", ...release },
@@ -285,9 +302,15 @@ async function prepareImages(
   for (const image of hashed) {
     log.debug({ event: "image", ...image }, `${image.name}: ${image.size} bytes, sha256 ${image.sha256}`);
   }
+  const signed = images.manifest === undefined ? undefined : await signedManifest(images.manifest, hashed);
+  if (signed) {
+    imageFiles.add(fileFromBuffer(manifestSignatureFile, signed.signature));
+    log.info({ event: "signed-release" }, `the release is signed: serving ${manifestSignatureFile}`);
+  }
   return {
     imageFiles,
     manifest: { ...(release.anyUnit ? { anyUnit: true } : { hostname }), images: hashed },
+    ...(signed ? { signed } : {}),
   };
 }
 

@@ -12,7 +12,10 @@
 // Whom the files and the password are for is the caller's `refuse` hook
 // (server/pxe/unit-access.ts in a recovery: the locked unit's address only);
 // a refused peer gets 403 RTR7_ERR_RECOVERY_PEER, logged with the peer. The
-// reports stay checked by the token alone.
+// reports stay checked by the token alone. A signed release's manifest.json
+// is served as the bytes its manifest.json.minisig signs (that file is one
+// of `files`), and GET /trusted-keys gives the workstation's public keys,
+// behind the token and the unit's address, as /credentials is.
 //
 // Report bodies are JSON whatever their Content-Type says, or none: busybox
 // wget labels them as a form or as text, and router7's recovery-init posts
@@ -30,6 +33,7 @@ import { sendFileRange } from "./send-file.js";
 import { defaultTransferLimits, TransferGate, type TransferLimits } from "./transfers.js";
 import type { FileMap, ServedFile } from "../../lib/served-files.js";
 import type { Manifest } from "../../lib/wire/manifest.js";
+import { trustedKeysPath, type TrustedKeysReply } from "../../lib/wire/trusted-keys.js";
 import {
   credentialsPath,
   failureReportSchema,
@@ -52,6 +56,16 @@ export interface RecoveryHttpOptions {
    * request: the caller keeps it stable). Without it that path is 404.
    */
   password?: () => Promise<string>;
+  /**
+   * manifest.json's exact bytes when the release is signed (the signature
+   * covers them, so they are served as they are); default `manifest` as JSON.
+   */
+  manifestBytes?: Buffer;
+  /**
+   * The workstation's public keys for GET /trusted-keys (behind the token),
+   * for a unit that trusts none. Without it that path is 404.
+   */
+  trustedKeys?: () => Promise<string[]>;
   onProgress?: (report: ProgressReport, peer: string) => void;
   onSuccess?: (report: SuccessReport, peer: string) => void;
   onFailure?: (report: FailureReport, peer: string) => void;
@@ -143,7 +157,24 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
       handler: (request, reply) => serveFile(file, request, reply),
     });
   }
-  app.get("/manifest.json", { onRequest: requireUnit }, (_request, reply) => reply.send(options.manifest));
+  const manifestBytes = options.manifestBytes;
+  app.get("/manifest.json", { onRequest: requireUnit }, (_request, reply) =>
+    manifestBytes === undefined
+      ? reply.send(options.manifest)
+      : reply.type("application/json").send(manifestBytes),
+  );
+
+  const trustedKeys = options.trustedKeys;
+  if (trustedKeys) {
+    app.get(trustedKeysPath, { onRequest: [requireUnit, requireToken] }, async (request, reply) => {
+      const body: TrustedKeysReply = { keys: await trustedKeys() };
+      log.info(
+        { peer: request.ip, event: "trusted-keys", keys: body.keys.length },
+        `the unit fetched the workstation's public keys (${body.keys.length})`,
+      );
+      return reply.header("cache-control", "no-store").send(body);
+    });
+  }
 
   const password = options.password;
   if (password) {

@@ -6,7 +6,7 @@
 // MAC gets no lease, and curl and tftp-hpa from its address are refused
 // ("Access violation", exit 69) for pxelinux.cfg/default and every other
 // TFTP name, and HTTP 403 RTR7_ERR_RECOVERY_PEER for every image, the
-// manifest and the password: no token, no image. Each refusal is logged with
+// manifest, the password and the trusted keys: no token, no image. Each refusal is logged with
 // the peer, and the unit is served on (the token, byte-exact images).
 //
 // Then, from the unit's own address with the token, every name the servers
@@ -44,7 +44,15 @@ const tftpNames = [
 ];
 /** pxelinux's other config names (01-<mac>, a hex-IP prefix), which must not reveal more either. */
 const probedNames = ["pxelinux.cfg/01-52-54-00-77-00-01", "pxelinux.cfg/0A4D0001", "pxelinux.cfg/0A"];
-const httpNames = ["mbr.img", "boot.img", "root.img", "backup.tar.gz", "manifest.json", "credentials"];
+const httpNames = [
+  "mbr.img",
+  "boot.img",
+  "root.img",
+  "backup.tar.gz",
+  "manifest.json",
+  "credentials",
+  "trusted-keys",
+];
 
 interface Exit {
   code: number;
