@@ -28,6 +28,7 @@ import { pruneRuns, UpdateRun } from "./runs.js";
 import { buildImages, useRelease } from "./safe-update/build.js";
 import type { Release } from "./release.js";
 import { signRunManifest, type RunSigning } from "./release-signing.js";
+import type { RotationStatement } from "../lib/trust/release-signature.js";
 import { inProcessRecover, type Recover, type RecoverSettings } from "./safe-update/recover.js";
 import { checkHealthy, openTarget } from "./safe-update/health.js";
 import { rollBack } from "./safe-update/rollback.js";
@@ -54,6 +55,10 @@ export interface SafeUpdateOptions {
   release?: Release;
   /** The fleet's current key (and its retired ones): the run's manifest.json goes out signed by it. */
   signing?: RunSigning;
+  /** Rotation statements, oldest first, for a unit that trusts an older key (updates/keys.ts rotationStatements). */
+  rotations?: RotationStatement[];
+  /** Let a unit that trusts a key take a release signed before the one it runs (--allow-downgrade). */
+  allowDowngrade?: boolean;
   /** How long the new version must stay healthy, on trial, before the commit; default 0. */
   soakMs?: number;
   keepOnly: number;

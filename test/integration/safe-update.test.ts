@@ -3,8 +3,12 @@
 // unit by its hostname: v1 → v2 succeeds and keeps /perm; v3 (its services
 // start but report unhealthy) is rolled back; v4 (its init exits at once)
 // falls back to v2 by itself, with no PXE; a link cut in the middle of the
-// root push switches nothing and a second run succeeds; and the CLI killed
-// with SIGKILL at each step always leaves the unit on a committed slot.
+// root push switches nothing and a second run succeeds; the CLI killed
+// with SIGKILL at each step always leaves the unit on a committed slot; and
+// once the unit trusts the workstation's key (issue 14), a signed release
+// goes through, a rotated key is introduced on the way, an older release
+// needs --allow-downgrade, and an unsigned one is refused and rolled back
+// with no flag.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -19,6 +23,9 @@ import { cliEntry } from "../helpers/paths.js";
 import { jsonEvents } from "../helpers/scratch.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 import { safeUpdateSteps } from "../../updates/safe-update.js";
+import { keysDir, loadSigningKey } from "../../updates/keys.js";
+import { addTrustedKey, readTrustedKeys, trustedKeysDir } from "../../lib/trust/trusted-keys.js";
+import { readSlotReleases } from "../../router/update-api/release-state.js";
 
 const execFileAsync = promisify(execFile);
 const hostname = "lab5";
@@ -269,6 +276,80 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
       assert.ok(["v1", "v2"].includes(now.version), `after SIGKILL at ${step}: ${now.version}`);
       console.log(`SIGKILL at ${step}: the unit settled on ${now.version}, slot ${now.slot} (committed)`);
       version = now.version === "v2" ? "v1" : "v2";
+    }
+  });
+
+  test("signed: a trusting unit takes the signed release, learns a rotated key, refuses a downgrade without the flag and an unsigned one", async () => {
+    const env = { ...process.env, XDG_CONFIG_HOME: configHome };
+    const keys = keysDir(env);
+    const cli = (args: string[]) => execFileAsync(process.execPath, [cliEntry, ...args], { env });
+    const withManifest = (version: string, extra: string[] = []): string[] =>
+      safeUpdateArgs(version, extra).map((arg) =>
+        arg.startsWith("cp ")
+          ? arg.replace("/root.img", `/root.img "${images[version]}"/manifest.json`)
+          : arg,
+      );
+    const run = async (version: string, extra: string[] = []) => {
+      const started = workstation.start(process.execPath, withManifest(version, extra), { env });
+      const code = await started.exited(5 * 60_000);
+      return { code, output: started.output() };
+    };
+    const buildTime = async (version: string): Promise<number> =>
+      Date.parse(
+        (
+          JSON.parse(await readFile(path.join(images[version] ?? "", "manifest.json"), "utf8")) as {
+            buildTime: string;
+          }
+        ).buildTime,
+      );
+    const perm = path.join(unitDir, "perm");
+    try {
+      await cli(["keys", "init"]);
+      const first = (await loadSigningKey(keys))?.publicKey;
+      assert.ok(first, "rtr7 keys init made no key");
+      await addTrustedKey(perm, first);
+
+      const start = await settled(30_000);
+      const [next, back] = start.version === "v1" ? ["v2", "v1"] : ["v1", "v2"];
+      const signed = await run(next);
+      assert.equal(signed.code, 0, signed.output.slice(-4000));
+      const now = await settled(10_000);
+      assert.equal(now.version, next);
+      assert.match(signed.output, /The unit verified release/, "the unit did not verify the manifest");
+      assert.equal((await readSlotReleases(perm))[now.slot as "a" | "b"]?.keyId, first.keyId);
+
+      // A new key, which the unit learns from the statement the old key signed.
+      await cli(["keys", "rotate"]);
+      const second = (await loadSigningKey(keys))?.publicKey;
+      assert.ok(second && second.keyId !== first.keyId);
+      if ((await buildTime(back)) < (await buildTime(next))) {
+        const older = await run(back);
+        assert.notEqual(older.code, 0, "an older release went through without --allow-downgrade");
+        assert.match(older.output, /RTR7_ERR_DOWNGRADE/);
+        assert.match(older.output, /nothing was switched/);
+        assert.deepEqual((await settled(10_000)).version, next);
+      }
+      const rotated = await run(back, ["--allow-downgrade"]);
+      assert.equal(rotated.code, 0, rotated.output.slice(-4000));
+      assert.equal((await settled(10_000)).version, back);
+      assert.deepEqual(
+        (await readTrustedKeys(perm)).keys.map((key) => key.keyId),
+        [second.keyId],
+        "the unit still trusts the replaced key",
+      );
+
+      // Without the workstation's keys, the release goes out unsigned: refused at testboot, rolled back.
+      const before = await settled(10_000);
+      await rm(keys, { recursive: true, force: true });
+      const unsigned = await run(next);
+      assert.notEqual(unsigned.code, 0, "an unsigned release went through");
+      assert.match(unsigned.output, /RTR7_ERR_SIGNATURE/);
+      const after = await settled(60_000);
+      assert.deepEqual([after.version, after.slot], [before.version, before.slot]);
+      assert.equal(await committedSlot(), before.slot);
+    } finally {
+      await rm(trustedKeysDir(perm), { recursive: true, force: true });
+      await rm(keys, { recursive: true, force: true });
     }
   });
 });

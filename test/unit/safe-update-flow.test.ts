@@ -233,6 +233,18 @@ class FakeUnit implements UnitTarget {
   health(): Promise<HealthReport | undefined> {
     return Promise.resolve(this.seen());
   }
+  trust() {
+    this.calls.push("trust");
+    return Promise.resolve({ keys: [], running: { slot: "a" } });
+  }
+  introduceKey() {
+    this.calls.push("introduceKey");
+    return Promise.resolve({ changed: false, keys: [] });
+  }
+  sendManifest() {
+    this.calls.push("sendManifest");
+    return Promise.resolve({ slot: "b", version: "v2", verified: false });
+  }
   private seen(): HealthReport | undefined {
     if (this.rebootAt === undefined) return this.report;
     const since = this.clock.now() - this.rebootAt;

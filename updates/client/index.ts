@@ -19,5 +19,6 @@ export {
 export { unitFeatures, type UnitFeature } from "./features.js";
 export type { StreamOptions, StreamResult, UploadSource } from "./upload.js";
 export type { BackupOptions } from "./backup.js";
+export type { KeyIntroduction, ManifestAccepted, SendManifestOptions, UnitTrust } from "./trust.js";
 export { UnitAnswerError, UnitUnreachableError } from "./unit-errors.js";
 export { probeUnitHealth } from "./health.js";

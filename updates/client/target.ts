@@ -18,6 +18,16 @@ import { probeHealth } from "./health.js";
 import { nodeHttpTransport, type Transport } from "./transport.js";
 import { hostPort } from "./unit-errors.js";
 import { streamTo, type StreamOptions, type StreamResult, type UploadSource } from "./upload.js";
+import type { RotationStatement } from "../../lib/trust/release-signature.js";
+import {
+  fetchTrust,
+  introduceKey,
+  sendManifest,
+  type KeyIntroduction,
+  type ManifestAccepted,
+  type SendManifestOptions,
+  type UnitTrust,
+} from "./trust.js";
 
 export interface UnitCredentials {
   /** The unit's update password (its /perm/gokr-pw.txt); the user is gokrazy. */
@@ -68,6 +78,12 @@ export interface UnitTarget {
   health(options?: { timeoutMs?: number }): Promise<HealthReport | undefined>;
   /** backupd's /backup.tar.gz saved as `to` when whole; nothing left behind otherwise. */
   backup(to: string, options?: BackupOptions): Promise<{ bytes: number }>;
+  /** GET /update/trust (units that list `signed`): the keys it trusts, the signed release it runs. */
+  trust(): Promise<UnitTrust>;
+  /** PUT /update/trust: a rotation statement; the unit trusts the new key in place of the one that signed it. */
+  introduceKey(statement: RotationStatement): Promise<KeyIntroduction>;
+  /** PUT /update/manifest: the release's signed manifest, before its images. */
+  sendManifest(options: SendManifestOptions): Promise<ManifestAccepted>;
 }
 
 export type { UnitEndpoint, UnitTlsEndpoint } from "./endpoint.js";
@@ -117,5 +133,8 @@ export async function openUnit(
       post(unit, "/reboot", rebootOptions.kexec === false ? { kexec: "off" } : undefined),
     health: (healthOptions = {}) => probeHealth(unit, healthOptions.timeoutMs),
     backup: (to, backupOptions) => downloadBackup(unit, to, backupOptions),
+    trust: () => fetchTrust(unit),
+    introduceKey: (statement) => introduceKey(unit, statement),
+    sendManifest: (manifestOptions) => sendManifest(unit, manifestOptions),
   };
 }

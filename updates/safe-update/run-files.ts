@@ -1,4 +1,5 @@
-// What safe-update writes for the unit and beside it: the three images
+// What safe-update writes for the unit and beside it: the release's signed
+// manifest first, when it has one (signed-push.ts), then the three images
 // pushed in order (root, boot, then mbr), each verified by the hash the unit
 // replies and recorded in the run's events; and, when a run fails, its
 // recover.bash rewritten to warn and to name the last known-good run.
@@ -11,14 +12,16 @@ import type { UnitTarget } from "../client/index.js";
 import { writeRecoverScript } from "../recover-script.js";
 import { lastKnownGood, type UpdateRun } from "../runs.js";
 import type { SafeUpdateOptions } from "../safe-update.js";
+import { pushSignedManifest } from "./signed-push.js";
 
-/** root, boot, then mbr, each verified by the hash the unit replies. */
+/** The signed manifest when there is one, then root, boot and mbr, each verified by the hash the unit replies. */
 export async function pushImages(
   unit: UnitTarget,
   run: UpdateRun,
   log: Logger,
-  options: Pick<SafeUpdateOptions, "onProgress">,
+  options: Pick<SafeUpdateOptions, "onProgress" | "rotations" | "allowDowngrade">,
 ): Promise<void> {
+  await pushSignedManifest(unit, run, log, options);
   for (const target of ["root", "boot", "mbr"] as const) {
     const file = imageFiles[target];
     const image = path.join(run.dir, file);
