@@ -112,3 +112,12 @@ export function pollFlag() {
     helpValue: "DURATION",
   });
 }
+
+/** --allow-downgrade: a unit that trusts a key takes a release signed before the one it runs. */
+export function allowDowngradeFlag() {
+  return Flags.boolean({
+    description:
+      "Let a unit that trusts a signing key take a release signed before the one it runs (its rollback protection refuses that otherwise, RTR7_ERR_DOWNGRADE). A rollback to the committed slot never needs it.",
+    default: false,
+  });
+}

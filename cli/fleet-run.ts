@@ -12,7 +12,7 @@ import { runRollout } from "../updates/fleet/engine.js";
 import { pushDriver } from "../updates/fleet/push-driver.js";
 import { formatRolloutTable, rolloutCounts, rolloutHeadline } from "../updates/fleet/rollout.js";
 import type { FleetStore } from "../updates/fleet/store.js";
-import { keysDir } from "../updates/keys.js";
+import { keysDir, rotationStatements } from "../updates/keys.js";
 import type { Release } from "../updates/release.js";
 import { loadRunSigning } from "../updates/release-signing.js";
 import { rolloutView } from "./fleet-progress.js";
@@ -39,8 +39,11 @@ export async function driveRollout(options: {
   json: boolean;
   /** Poll interval of the health waits (default 500 ms). */
   pollMs?: number;
+  /** --allow-downgrade: units that trust a key take a release signed before the one they run. */
+  allowDowngrade?: boolean;
 }): Promise<void> {
   const signing = await loadRunSigning(keysDir());
+  const rotations = await rotationStatements(keysDir());
   const { store, rolloutId, log } = options;
   const started = Date.now();
   const rollout = store.requireRollout(rolloutId);
@@ -51,6 +54,8 @@ export async function driveRollout(options: {
     updatesDir: options.updatesDir,
     keepOnly: options.keepOnly,
     signing,
+    rotations,
+    allowDowngrade: options.allowDowngrade,
     healthTimeoutMs: settings.healthTimeoutMs,
     soakMs: settings.soakMs,
     kexec: settings.kexec,

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { parseDuration } from "../../lib/duration.js";
 import { Rtr7Command } from "../base.js";
 import {
+  allowDowngradeFlag,
   healthTimeoutFlag,
   hostnameFlag,
   interfaceFlag,
@@ -71,6 +72,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
     "keep-only": keepOnlyFlag(),
     "health-timeout": healthTimeoutFlag(),
     kexec: kexecFlag(),
+    "allow-downgrade": allowDowngradeFlag(),
     "trial-deadline": Flags.string({
       description:
         "How long the unit runs the new slot uncommitted before falling back by itself (default: --health-timeout + 45s).",
@@ -101,7 +103,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
     const release = flags.release
       ? await (await import("../../updates/release.js")).loadRelease(flags.release)
       : undefined;
-    const { keysDir } = await import("../../updates/keys.js");
+    const { keysDir, rotationStatements } = await import("../../updates/keys.js");
     const signing = await (await import("../../updates/release-signing.js")).loadRunSigning(keysDir());
     const { password, source } = await updatePassword(flags.hostname);
     log.debug({ source }, `Update API password from ${source}.`);
@@ -115,6 +117,8 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
         buildCommand: flags["build-command"],
         release,
         signing,
+        rotations: await rotationStatements(keysDir()),
+        allowDowngrade: flags["allow-downgrade"],
         keepOnly: flags["keep-only"],
         healthTimeoutMs,
         kexec: flags.kexec,

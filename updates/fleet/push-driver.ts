@@ -15,6 +15,7 @@ import { openUnit, probeUnitHealth } from "../client/index.js";
 import { updatePassword } from "../credentials.js";
 import type { Release } from "../release.js";
 import type { RunSigning } from "../release-signing.js";
+import type { RotationStatement } from "../../lib/trust/release-signature.js";
 import { SafeUpdateError, safeUpdate, type SafeUpdateTimings } from "../safe-update.js";
 import type { UnitDriver, UnitOutcome } from "./engine.js";
 import type { RolloutUnit } from "./store.js";
@@ -33,6 +34,10 @@ export interface PushDriverOptions {
   password?: (hostname: string) => Promise<string>;
   /** The fleet's key: each unit's manifest goes out signed by it (safe-update's `signing`). */
   signing?: RunSigning;
+  /** The workstation's key rotation statements, oldest first (safe-update's `rotations`). */
+  rotations?: RotationStatement[];
+  /** Units that trust a key take a release signed before the one they run (safe-update's `allowDowngrade`). */
+  allowDowngrade?: boolean;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -103,6 +108,8 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
           updatesDir: options.updatesDir,
           release: options.release,
           signing: options.signing,
+          rotations: options.rotations,
+          allowDowngrade: options.allowDowngrade,
           keepOnly: options.keepOnly,
           healthTimeoutMs: options.healthTimeoutMs,
           soakMs: options.soakMs,

@@ -8,6 +8,7 @@ import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { Rtr7Command } from "../../base.js";
 import {
+  allowDowngradeFlag,
   healthTimeoutFlag,
   interfaceFlag,
   keepOnlyFlag,
@@ -58,6 +59,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
   ];
 
   static override flags = {
+    "allow-downgrade": allowDowngradeFlag(),
     release: Flags.directory({
       description:
         "A release made by `rtr7 image build` (mbr.img, boot.img, root.img, manifest.json) [default: build one now].",
@@ -185,6 +187,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
         log,
         json: flags.json,
         pollMs,
+        allowDowngrade: flags["allow-downgrade"],
       });
     } finally {
       store.close();
