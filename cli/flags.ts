@@ -121,3 +121,12 @@ export function allowDowngradeFlag() {
     default: false,
   });
 }
+
+/** --insecure-http: no warning when a unit without a pinned certificate is reached over plain HTTP. */
+export function insecureHttpFlag() {
+  return Flags.boolean({
+    description:
+      "Reach a unit that has no pinned TLS certificate and serves no HTTPS (an older rtr7, a gokrazy unit) over plain HTTP without the warning. A unit with a pinned certificate is never sent a password in clear.",
+    default: false,
+  });
+}

@@ -39,6 +39,8 @@ export async function driveRollout(options: {
   json: boolean;
   /** Poll interval of the health waits (default 500 ms). */
   pollMs?: number;
+  /** --insecure-http: no warning for units reached over plain HTTP. */
+  insecureHttp?: boolean;
   /** --allow-downgrade: units that trust a key take a release signed before the one they run. */
   allowDowngrade?: boolean;
 }): Promise<void> {
@@ -56,6 +58,7 @@ export async function driveRollout(options: {
     signing,
     rotations,
     allowDowngrade: options.allowDowngrade,
+    insecureHttp: options.insecureHttp,
     healthTimeoutMs: settings.healthTimeoutMs,
     soakMs: settings.soakMs,
     kexec: settings.kexec,

@@ -10,6 +10,7 @@ import {
   hostnameFlag,
   interfaceFlag,
   keepOnlyFlag,
+  insecureHttpFlag,
   kexecFlag,
   updatesDirFlag,
 } from "../flags.js";
@@ -29,7 +30,10 @@ the last known-good images and the backup just taken. The exit is non-zero with 
 version the unit runs now.
 
 The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-password.txt or
-~/.config/gokrazy/http-password.txt; it never appears in a URL, a log or an event.`;
+~/.config/gokrazy/http-password.txt; it never appears in a URL, a log or an event. A unit whose TLS
+certificate is pinned in the inventory ($XDG_CONFIG_HOME/rtr7/fleet.json, by rtr7 recover or the first
+contact) is reached over HTTPS only, and one presenting another certificate is sent nothing
+(RTR7_ERR_UNIT_CERT_CHANGED; rtr7 fleet trust HOST accepts it).`;
 
   static override examples = [
     {
@@ -73,6 +77,7 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
     "health-timeout": healthTimeoutFlag(),
     kexec: kexecFlag(),
     "allow-downgrade": allowDowngradeFlag(),
+    "insecure-http": insecureHttpFlag(),
     "trial-deadline": Flags.string({
       description:
         "How long the unit runs the new slot uncommitted before falling back by itself (default: --health-timeout + 45s).",
@@ -107,7 +112,16 @@ The password is RTR7_PASSWORD, else gokrazy's ~/.config/gokrazy/hosts/HOST/http-
     const signing = await (await import("../../updates/release-signing.js")).loadRunSigning(keysDir());
     const { password, source } = await updatePassword(flags.hostname);
     log.debug({ source }, `Update API password from ${source}.`);
-    const endpoint = { host: flags.address ?? flags.hostname, port: flags.port };
+    const { unitConnection } = await import("../../updates/client/unit-connection.js");
+    const { inventoryFile } = await import("../../updates/fleet/inventory.js");
+    const endpoint = await unitConnection({
+      hostname: flags.hostname,
+      address: flags.address,
+      port: flags.port,
+      inventoryFile: inventoryFile(),
+      insecureHttp: flags["insecure-http"],
+      log,
+    });
     const progress = await progressView({ json: flags.json, log, terminal: process.stdout.isTTY === true });
     try {
       const result = await safeUpdate({

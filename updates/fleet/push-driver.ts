@@ -7,12 +7,16 @@
 // unit was not fit to start: it is skipped, not failed. PXE recovery is
 // never started by a rollout (one recovery server per LAN segment, and a
 // fleet rolls many units at once): a unit that stays silent after its
-// rollback fails with its run's recover.bash named in the reason.
+// rollback fails with its run's recover.bash named in the reason. Each unit
+// is reached as updates/client/unit-connection.ts decides: over HTTPS with
+// its pinned certificate, or (no pin, no HTTPS) plain HTTP with one warning.
 import { describeError, Rtr7Error } from "../../lib/errors.js";
 import { createLogger, type Logger } from "../../lib/log.js";
 import type { HealthReport } from "../../lib/wire/health.js";
-import { openUnit, probeUnitHealth } from "../client/index.js";
+import { openUnit, probeUnitHealth, type UnitEndpoint } from "../client/index.js";
+import { unitConnection, PlainHttpNotice } from "../client/unit-connection.js";
 import { updatePassword } from "../credentials.js";
+import { inventoryFile } from "./inventory.js";
 import type { Release } from "../release.js";
 import type { RunSigning } from "../release-signing.js";
 import type { RotationStatement } from "../../lib/trust/release-signature.js";
@@ -38,6 +42,10 @@ export interface PushDriverOptions {
   rotations?: RotationStatement[];
   /** Units that trust a key take a release signed before the one they run (safe-update's `allowDowngrade`). */
   allowDowngrade?: boolean;
+  /** Where units' certificates are pinned (fleet.json); default inventoryFile(). */
+  inventoryFile?: string;
+  /** --insecure-http: no warning for units reached over plain HTTP. */
+  insecureHttp?: boolean;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -72,11 +80,31 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
   const pollMs = options.timings?.pollMs ?? 500;
   const downTimeoutMs = options.timings?.downTimeoutMs ?? 30_000;
 
+  // How each unit is reached (HTTPS with its pin, or plain HTTP), decided once per unit.
+  const notice = new PlainHttpNotice();
+  const endpoints = new Map<string, Promise<UnitEndpoint>>();
+  const endpointOf = (unit: RolloutUnit): Promise<UnitEndpoint> => {
+    let known = endpoints.get(unit.hostname);
+    if (known === undefined) {
+      known = unitConnection({
+        hostname: unit.hostname,
+        address: unit.address,
+        port: unit.port,
+        inventoryFile: options.inventoryFile ?? inventoryFile(),
+        insecureHttp: options.insecureHttp,
+        log: options.log,
+        notice,
+      });
+      endpoints.set(unit.hostname, known);
+    }
+    return known;
+  };
+
   /** Polls until the unit answers off trial, for up to `ms`. */
-  const waitCommitted = async (address: string, ms: number): Promise<HealthReport | undefined> => {
+  const waitCommitted = async (endpoint: UnitEndpoint, ms: number): Promise<HealthReport | undefined> => {
     const until = Date.now() + ms;
     while (Date.now() < until) {
-      const seen = await probeUnitHealth({ host: address }, { timeoutMs: probeTimeoutMs });
+      const seen = await probeUnitHealth(endpoint, { timeoutMs: probeTimeoutMs });
       if (seen && !seen.trial) return seen;
       await sleep(pollMs);
     }
@@ -87,7 +115,8 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
     async update(unit: RolloutUnit, hooks): Promise<UnitOutcome> {
       const { log, attach } = unitLogger();
       let step: string | undefined;
-      const now = await probeUnitHealth({ host: unit.address }, { timeoutMs: probeTimeoutMs });
+      const endpoint = await endpointOf(unit);
+      const now = await probeUnitHealth(endpoint, { timeoutMs: probeTimeoutMs });
       if (now && !now.trial && now.first_error === "" && now.version === options.release.version)
         return {
           result: "succeeded",
@@ -99,12 +128,7 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
       try {
         const result = await safeUpdate({
           hostname: unit.hostname,
-          unit: async () =>
-            openUnit(
-              { host: unit.address, port: unit.port },
-              { password: await password(unit.hostname) },
-              { log },
-            ),
+          unit: async () => openUnit(endpoint, { password: await password(unit.hostname) }, { log }),
           updatesDir: options.updatesDir,
           release: options.release,
           signing: options.signing,
@@ -156,7 +180,8 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
     },
 
     async settle(unit: RolloutUnit) {
-      const seen = await probeUnitHealth({ host: unit.address }, { timeoutMs: probeTimeoutMs });
+      const endpoint = await endpointOf(unit);
+      const seen = await probeUnitHealth(endpoint, { timeoutMs: probeTimeoutMs });
       if (seen && !seen.trial) return { committedVersion: seen.version };
       if (seen) {
         // On trial with nobody left to commit it: back to its committed slot.
@@ -164,7 +189,7 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
           `${unit.hostname} runs ${seen.version} on trial: rebooting it into its committed slot.`,
         );
         const target = await openUnit(
-          { host: unit.address, port: unit.port },
+          endpoint,
           { password: await password(unit.hostname) },
           { log: options.log },
         );
@@ -176,7 +201,7 @@ export function pushDriver(options: PushDriverOptions): UnitDriver {
         );
       }
       const back = await waitCommitted(
-        unit.address,
+        endpoint,
         options.healthTimeoutMs + options.soakMs + 2 * downTimeoutMs + 15_000,
       );
       return back

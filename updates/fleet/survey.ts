@@ -1,6 +1,9 @@
 // Where every known unit stands: each unit discover.ts found is asked for
 // diagd's /health.json (port 7733, no password), all at once but at most
 // `concurrency` at a time, each bounded by a 2 s probe (router7's own limit).
+// A unit is asked over HTTPS (port 7734) when its certificate is pinned, and
+// a first contact pins it (updates/client/unit-connection.ts); a unit whose
+// certificate changed is sent nothing and shown as not answering.
 // What answers is noted in the fleet store (store.ts), so a unit that is
 // silent later is shown with when it was last seen and what it ran then.
 // `rtr7 fleet ls` prints the rows; `rtr7 fleet update` takes reachableUnits
@@ -10,7 +13,9 @@
 // another unit, or two units with one name) is not counted as reachable: a
 // rollout must not update a unit with another one's credentials and plan.
 import type { HealthReport } from "../../lib/wire/health.js";
+import type { Logger } from "../../lib/log.js";
 import { probeUnitHealth } from "../client/health.js";
+import { PlainHttpNotice, unitConnection } from "../client/unit-connection.js";
 import type { SeenUnit } from "./store.js";
 import type { KnownUnit, UnitSource } from "./discover.js";
 
@@ -43,8 +48,10 @@ export interface FleetRow {
 
 export interface SurveyOptions {
   store?: SeenStore;
-  /** Default: probeUnitHealth, 2 s. */
+  /** Default: probeUnitHealth, 2 s, over the connection unit-connection.ts picks. */
   probe?: (unit: KnownUnit) => Promise<HealthReport | undefined>;
+  /** Where certificates are pinned (a first contact records one), and --insecure-http. */
+  connection?: { inventoryFile: string; insecureHttp?: boolean; log?: Logger };
   now?: () => Date;
   /** How many probes run at once (default 32). */
   concurrency?: number;
@@ -57,8 +64,23 @@ export const noAnswerText = "no answer";
 /** Probes every unit and returns one row per unit, in the units' order. */
 export async function surveyUnits(units: KnownUnit[], options: SurveyOptions = {}): Promise<FleetRow[]> {
   const timeoutMs = options.probeTimeoutMs ?? 2000;
+  const { connection } = options;
+  const notice = new PlainHttpNotice();
   const probe =
-    options.probe ?? ((unit: KnownUnit) => probeUnitHealth({ host: unit.address }, { timeoutMs }));
+    options.probe ??
+    (async (unit: KnownUnit) =>
+      probeUnitHealth(
+        connection
+          ? await unitConnection({
+              hostname: unit.hostname,
+              address: unit.address,
+              port: unit.port,
+              notice,
+              ...connection,
+            })
+          : { host: unit.address },
+        { timeoutMs },
+      ));
   const now = options.now ?? (() => new Date());
   const reports = await mapBounded(units, options.concurrency ?? 32, (unit) =>
     probe(unit).catch(() => undefined),

@@ -4,7 +4,7 @@
 import { Flags } from "@oclif/core";
 import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Command } from "../../base.js";
-import { interfaceFlag, updatesDirFlag } from "../../flags.js";
+import { insecureHttpFlag, interfaceFlag, updatesDirFlag } from "../../flags.js";
 
 export default class FleetLs extends Rtr7Command {
   static override summary = "List the units on the LAN (mDNS) and in the inventory, with version and health.";
@@ -14,7 +14,8 @@ export default class FleetLs extends Rtr7Command {
 for diagd's /health.json (port 7733, 2 s at most). Shows hostname, address, version, slot, trial,
 health (healthy, the unit's first error, or "no answer") and when it last answered; answers are kept in
 the updates directory's fleet.sqlite. When mDNS and the inventory both know a unit, the address mDNS
-answered from is used. Exit 0 even when units do not answer: the table says which.`;
+answered from is used. A unit whose TLS certificate is pinned is asked over HTTPS (7734); the first
+contact with one that serves HTTPS pins its certificate in the inventory. Exit 0 even when units do not answer: the table says which.`;
 
   static override examples = [
     { description: "List the fleet:", command: "<%= config.bin %> fleet ls" },
@@ -37,6 +38,7 @@ answered from is used. Exit 0 even when units do not answer: the table says whic
     }),
     interface: interfaceFlag("Browse mDNS on this interface only [default: every IPv4 interface]."),
     "updates-dir": updatesDirFlag("Where fleet.sqlite keeps when units were last seen"),
+    "insecure-http": insecureHttpFlag(),
   };
 
   async run(): Promise<void> {
@@ -56,8 +58,9 @@ answered from is used. Exit 0 even when units do not answer: the table says whic
       import("../../../updates/runs.js"),
       import("../../../updates/fleet/store.js"),
     ]);
+    const inventory = inventoryFile();
     const units = await discoverUnits({
-      inventoryFile: inventoryFile(),
+      inventoryFile: inventory,
       browse: flags.browse,
       timeoutMs,
       interfaceName: flags.interface,
@@ -66,7 +69,10 @@ answered from is used. Exit 0 even when units do not answer: the table says whic
     const store = openFleetStore(fleetStoreFile(flags["updates-dir"] ?? defaultUpdatesDir()));
     let rows;
     try {
-      rows = await survey.surveyUnits(units, { store });
+      rows = await survey.surveyUnits(units, {
+        store,
+        connection: { inventoryFile: inventory, insecureHttp: flags["insecure-http"], log },
+      });
     } finally {
       store.close();
     }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { parseDuration } from "../../../lib/duration.js";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { Rtr7Command } from "../../base.js";
-import { keepOnlyFlag, pollFlag, updatesDirFlag } from "../../flags.js";
+import { insecureHttpFlag, keepOnlyFlag, pollFlag, updatesDirFlag } from "../../flags.js";
 
 export default class FleetResume extends Rtr7Command {
   static override summary = "Carry on a halted or interrupted rollout.";
@@ -34,6 +34,7 @@ again; failures from before the resume do not count against --max-failures again
     "updates-dir": updatesDirFlag("Where runs and fleet.sqlite are kept"),
     "keep-only": keepOnlyFlag(),
     poll: pollFlag(),
+    "insecure-http": insecureHttpFlag(),
   };
 
   async run(): Promise<void> {
@@ -89,6 +90,7 @@ again; failures from before the resume do not count against --max-failures again
         log,
         json: flags.json,
         pollMs,
+        insecureHttp: flags["insecure-http"],
       });
     } finally {
       store.close();

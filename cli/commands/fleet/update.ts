@@ -10,6 +10,7 @@ import { Rtr7Command } from "../../base.js";
 import {
   allowDowngradeFlag,
   healthTimeoutFlag,
+  insecureHttpFlag,
   interfaceFlag,
   keepOnlyFlag,
   kexecFlag,
@@ -99,6 +100,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
     timeout: Flags.string({ description: "How long to browse mDNS.", default: "3s", helpValue: "DURATION" }),
     interface: interfaceFlag("Browse mDNS on this interface only [default: every IPv4 interface]."),
     poll: pollFlag(),
+    "insecure-http": insecureHttpFlag(),
   };
 
   async run(): Promise<void> {
@@ -187,6 +189,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
         log,
         json: flags.json,
         pollMs,
+        insecureHttp: flags["insecure-http"],
         allowDowngrade: flags["allow-downgrade"],
       });
     } finally {
