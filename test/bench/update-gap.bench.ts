@@ -63,7 +63,7 @@ if (missing) {
             how === "kexec" ? "--kexec" : "--no-kexec",
             "--json",
           ],
-          { env: { ...process.env, RTR7_PASSWORD: password } },
+          { env: { ...process.env, RTR7_PASSWORD: password, XDG_CONFIG_HOME: path.join(work, "config") } },
         );
         const code = await update.exited(15 * 60_000);
         const updated = jsonEvents(update.output()).find((event) => event.event === "updated");

@@ -91,7 +91,7 @@ describe("safe-update and recover.bash with a QEMU unit", { skip, timeout: 25 * 
         "4m",
         "--json",
       ],
-      { env: { ...process.env, RTR7_PASSWORD: password } },
+      { env: { ...process.env, RTR7_PASSWORD: password, XDG_CONFIG_HOME: path.join(work, "config") } },
     );
     const code = await update.exited(10 * 60_000);
     assert.equal(
@@ -119,7 +119,7 @@ describe("safe-update and recover.bash with a QEMU unit", { skip, timeout: 25 * 
     const recover = ns.start(
       "bash",
       [path.join(runDir, "recover.bash"), "--interface=tap0", "--no-reset", `--timeout=6m`, "--json"],
-      { env: { ...process.env, RTR7_PASSWORD: password } },
+      { env: { ...process.env, RTR7_PASSWORD: password, XDG_CONFIG_HOME: path.join(work, "config") } },
     );
     await recover.waitForLine(/"event":"start"/, 240_000);
     unit = ns.start("qemu-system-x86_64", recoveryUnitArgs({ tap: "tap0", disk: blank, mac: unitMac }));
