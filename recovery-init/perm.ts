@@ -9,7 +9,7 @@ import { hostnameFileText, permHostnameFile } from "../lib/wire/unit-hostname.js
 import type { Lease, UnitSystem } from "./system.js";
 
 /** The ext4 superblock magic (0xEF53) at byte 1080 of the partition. */
-async function hasExt4(device: string): Promise<boolean> {
+export async function hasExt4(device: string): Promise<boolean> {
   const handle = await open(device, "r");
   try {
     const magic = Buffer.alloc(2);

@@ -3,12 +3,15 @@
 // pointed at this disk (a fleet release names none), /perm (made only if it
 // holds no file system: existing data is never formatted away), the backup,
 // interfaces.json, /perm/hostname, the update API's password fetched with
-// the session token, then success. Each step reports progress; the first
+// the session token, the trusted keys, then success. Between the manifest
+// and the partition table, step "verify" reads the keys the disk's existing
+// /perm trusts (read-only) and refuses a release they did not sign
+// (trust.ts says why it is done there). Each step reports progress; the first
 // failure stops everything with the step's name, and nothing after it runs,
 // so a half-written disk is never rebooted into.
 import { access, open } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { parseManifest, type Manifest, type ManifestImage } from "../lib/wire/manifest.js";
+import { parseManifest, type ManifestImage } from "../lib/wire/manifest.js";
 import type { RecoveryParameters } from "./cmdline.js";
 import type { Reporter } from "./reporter.js";
 import type { Lease, UnitSystem } from "./system.js";
@@ -16,6 +19,14 @@ import { writeImage, type ImageTarget } from "./write-image.js";
 import { mountPerm, writeInterfacesJson, writeUnitHostname } from "./perm.js";
 import { fitBootConfigToDisk } from "./boot-config.js";
 import { fetchUnitPassword, passwordFile, writeUnitPassword } from "./credentials.js";
+import {
+  decideTrust,
+  fetchRelease,
+  fetchServedKeys,
+  readPreviousKeys,
+  refusalError,
+  writeKeys,
+} from "./trust.js";
 import { fsDisk } from "../lib/disk/device.js";
 import { chooseDisk } from "./disk/choose.js";
 import {
@@ -52,6 +63,8 @@ export interface RecoverUnitOptions {
   modulesList?: string;
   sysBlock?: string;
   permDirectory?: string;
+  /** Where the disk's existing /perm is mounted read-only to read its trusted keys. */
+  previousPermDirectory?: string;
   say?: (line: string) => void;
   fetch?: typeof fetch;
 }
@@ -88,13 +101,37 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<Recovere
       "manifest",
       `disk ${disk.device} (${Math.round(disk.bytes / 2 ** 20)} MiB); fetching the manifest`,
     );
-    const manifest = await fetchManifest(`${base}/manifest.json`, doFetch);
+    const release = await fetchRelease(base, doFetch);
+    const manifest = parseManifest(JSON.parse(release.bytes.toString("utf8")));
     const image = (name: string): ManifestImage => {
       const entry = manifest.images.find((candidate) => candidate.name === name);
       if (!entry) throw new Error(`manifest.json lists no ${name}`);
       return entry;
     };
     const images = { mbr: image(imageFiles.mbr), boot: image(imageFiles.boot), root: image(imageFiles.root) };
+
+    await begin("verify", "reading the keys the unit trusts");
+    const served = await fetchServedKeys({ baseUrl: base, token: parameters.token, fetch: doFetch });
+    const previousKeys = served.replace
+      ? []
+      : await readPreviousKeys({
+          system,
+          disk: disk.device,
+          mountPoint: options.previousPermDirectory ?? "/tmp/rtr7-previous-perm",
+          say,
+        });
+    const trust = decideTrust({
+      previousKeys,
+      manifestBytes: release.bytes,
+      signature: release.signature,
+      servedKeys: served.keys,
+      replace: served.replace,
+      hostname: parameters.hostname,
+    });
+    if (trust.verdict === "refuse") throw refusalError(trust);
+    if (served.replace)
+      say("--new-key: the unit's trusted keys are replaced, the release is not checked against them");
+    else if (trust.checked !== undefined) say(`verified: ${trust.checked}`);
 
     await begin("partition", `writing the partition table of ${disk.device}`);
     const device = await open(disk.device, "r+");
@@ -195,6 +232,10 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<Recovere
       say(`wrote ${perm}/${passwordFile} (the workstation's password for ${parameters.hostname})`);
     }
 
+    // After the restore, so keys the backup brought count as the unit's own.
+    await begin("trusted-keys", "installing the keys the unit trusts");
+    say(await writeKeys(perm, trust.plan));
+
     await begin("finish", "syncing and unmounting /perm");
     await system.sync();
     await system.unmount(perm);
@@ -202,12 +243,6 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<Recovere
     throw error instanceof StepError ? error : new StepError(step, error);
   }
   return { tlsFingerprint };
-}
-
-async function fetchManifest(url: string, doFetch: typeof fetch): Promise<Manifest> {
-  const response = await doFetch(url);
-  if (response.status !== 200) throw new Error(`GET ${url}: HTTP ${response.status}`);
-  return parseManifest(await response.json());
 }
 
 async function waitForDevices(paths: string[], timeoutMs: number): Promise<void> {

@@ -25,7 +25,8 @@ export interface UnitSystem {
   /** Makes the kernel reread a disk's partition table. */
   rereadPartitions(disk: string): Promise<void>;
   dropCaches(): Promise<void>;
-  mount(device: string, directory: string, type: string): Promise<void>;
+  /** `options`: mount's -o, e.g. "ro,noload" to read a file system without writing to it. */
+  mount(device: string, directory: string, type: string, options?: string): Promise<void>;
   unmount(directory: string): Promise<void>;
   makeExt4(device: string, label: string): Promise<void>;
   sync(): Promise<void>;
@@ -143,9 +144,15 @@ export const busyboxSystem: UnitSystem = {
     await writeFile("/proc/sys/vm/drop_caches", "3");
   },
 
-  async mount(device, directory, type) {
+  async mount(device, directory, type, options) {
     await mkdir(directory, { recursive: true });
-    await busybox("mount", ["-t", type, device, directory]);
+    await busybox("mount", [
+      "-t",
+      type,
+      ...(options === undefined ? [] : ["-o", options]),
+      device,
+      directory,
+    ]);
   },
 
   async unmount(directory) {

@@ -77,6 +77,11 @@ export interface RecoverOptions {
    * $XDG_CONFIG_HOME/rtr7/keys/signing.pub (server/workstation-keys.ts).
    */
   trustedKeys?: () => Promise<string[]>;
+  /**
+   * `rtr7 recover --new-key`: the unit's trusted keys are replaced by the
+   * workstation's, and the release is not checked against the old ones.
+   */
+  newKey?: boolean;
 }
 
 export interface RecoverySummary {
@@ -105,6 +110,12 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
   const token = options.token ?? randomBytes(16).toString("hex");
   const { imageFiles, manifest, signed } = await prepareImages(options.images, options.hostname, log);
   const password = once(options.password ?? (() => workstationPassword(options.hostname, log)));
+  const trustedKeys = once(options.trustedKeys ?? defaultTrustedKeys);
+  if (options.newKey === true && (await trustedKeys()).length === 0)
+    throw new Rtr7Error(
+      "RTR7_ERR_KEY",
+      "recover --new-key: this workstation has no signing key to give the unit in place of its own",
+    );
   const initrd = options.initrd ?? (await defaultInitrd(options.kernel, log));
   const bootInputs = {
     kernel: options.kernel,
@@ -145,7 +156,8 @@ export async function recover(options: RecoverOptions): Promise<RecoverySummary>
       priorityPeers: [network.unitAddress],
       refuse,
       password,
-      trustedKeys: once(options.trustedKeys ?? defaultTrustedKeys),
+      trustedKeys,
+      ...(options.newKey === true ? { replaceTrustedKeys: true } : {}),
       ...(signed ? { manifestBytes: signed.bytes } : {}),
       onProgress: (report, peer) => {
         // Step changes are events worth a line; byte counts while an image

@@ -26,7 +26,10 @@ built for this hostname or be a fleet release (\`rtr7 image build\` without --ho
 images built for another hostname are refused. The unit gets the update API password
 this workstation keeps for it (RTR7_PASSWORD, or gokrazy's hosts/H/http-password.txt, or
 its global http-password.txt); without one a new one is made and kept in
-hosts/H/http-password.txt (0600). It travels over the recovery's token-checked HTTP only.`;
+hosts/H/http-password.txt (0600). It travels over the recovery's token-checked HTTP only.
+
+A unit that trusts no signing key is given this workstation's (\`rtr7 keys init\`). A unit
+that trusts keys takes only a release one of them signed; --new-key replaces its keys.`;
 
   static override examples = [
     {
@@ -103,6 +106,11 @@ hosts/H/http-password.txt (0600). It travels over the recovery's token-checked H
     "tftp-port": Flags.integer({ description: "TFTP port.", default: 69 }),
     "dhcp-port": Flags.integer({ description: "DHCP server port.", default: 67 }),
     timeout: Flags.string({ description: "Give up (non-zero exit) after this long, e.g. 10m." }),
+    "new-key": Flags.boolean({
+      description:
+        "Replace the keys the unit trusts by this workstation's signing key, without checking the release against the old ones (the old key is lost, or the unit changes hands).",
+      default: false,
+    }),
   };
 
   async run(): Promise<void> {
@@ -164,6 +172,7 @@ hosts/H/http-password.txt (0600). It travels over the recovery's token-checked H
           }
         : undefined,
       ports: { http: flags["http-port"], tftp: flags["tftp-port"], dhcp: flags["dhcp-port"] },
+      newKey: flags["new-key"],
       timeoutMs: flags.timeout === undefined ? undefined : parseDuration(flags.timeout, "--timeout"),
       log,
       signal: controller.signal,

@@ -55,3 +55,22 @@ export async function addTrustedKey(permDir: string, key: PublicKey): Promise<vo
 export async function removeTrustedKey(permDir: string, keyId: string): Promise<void> {
   await removeDurably(path.join(trustedKeysDir(permDir), `${keyId}.pub`));
 }
+
+/**
+ * Makes `keys` the whole trusted set (`rtr7 recover --new-key`): the new
+ * keys are written first, then the others removed, so a power cut in
+ * between leaves the unit trusting old and new, never nothing.
+ */
+export async function replaceTrustedKeys(permDir: string, keys: readonly PublicKey[]): Promise<void> {
+  for (const key of keys) await addTrustedKey(permDir, key);
+  const keep = new Set(keys.map((key) => `${key.keyId}.pub`));
+  let names: string[];
+  try {
+    names = await readdir(trustedKeysDir(permDir));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  for (const name of names.filter((candidate) => candidate.endsWith(".pub") && !keep.has(candidate)).sort())
+    await removeDurably(path.join(trustedKeysDir(permDir), name));
+}

@@ -66,6 +66,8 @@ export interface RecoveryHttpOptions {
    * for a unit that trusts none. Without it that path is 404.
    */
   trustedKeys?: () => Promise<string[]>;
+  /** `rtr7 recover --new-key`: the reply says `replace`, so the unit's trusted keys give way to these. */
+  replaceTrustedKeys?: boolean;
   onProgress?: (report: ProgressReport, peer: string) => void;
   onSuccess?: (report: SuccessReport, peer: string) => void;
   onFailure?: (report: FailureReport, peer: string) => void;
@@ -167,7 +169,10 @@ export function buildRecoveryHttp(options: RecoveryHttpOptions): RecoveryHttp {
   const trustedKeys = options.trustedKeys;
   if (trustedKeys) {
     app.get(trustedKeysPath, { onRequest: [requireUnit, requireToken] }, async (request, reply) => {
-      const body: TrustedKeysReply = { keys: await trustedKeys() };
+      const body: TrustedKeysReply = {
+        keys: await trustedKeys(),
+        ...(options.replaceTrustedKeys === true ? { replace: true } : {}),
+      };
       log.info(
         { peer: request.ip, event: "trusted-keys", keys: body.keys.length },
         `the unit fetched the workstation's public keys (${body.keys.length})`,
