@@ -19,6 +19,8 @@ import { silentLogger, type Logger } from "../lib/log.js";
 import { parseManifest, sha256OfFile } from "../lib/wire/manifest.js";
 import { parsePublicKey } from "../lib/trust/minisign.js";
 import { addTrustedKey } from "../lib/trust/trusted-keys.js";
+import { installedRelease, recordInstalledRelease } from "../lib/trust/installed-release.js";
+import { manifestSignatureFile } from "../lib/trust/release-signature.js";
 import { partitionTableBytes, planLayout, diskIdentifier, rootSlotBytes } from "../lib/wire/disk-layout.js";
 import { readBootConfig } from "../router/boot/boot-partition.js";
 import { hostnameFileText, permHostnameFile } from "../lib/wire/unit-hostname.js";
@@ -92,8 +94,14 @@ export async function prepareUnitDir(
   await mkdir(paths.run, { recursive: true });
   // As a recovery does: the unit's name, whichever release it runs.
   await writeFile(path.join(paths.perm, permHostnameFile), hostnameFileText(hostname));
-  for (const [index, text] of trustKeys.entries())
-    await addTrustedKey(paths.perm, parsePublicKey(text, `trusted key ${index + 1}`));
+  const trusted = trustKeys.map((text, index) => parsePublicKey(text, `trusted key ${index + 1}`));
+  for (const key of trusted) await addTrustedKey(paths.perm, key);
+  const signature = await readFile(path.join(imageDir, manifestSignatureFile), "utf8").catch(() => undefined);
+  await recordInstalledRelease(
+    paths.perm,
+    "a",
+    installedRelease(Buffer.from(manifestText), signature, trusted, new Date()),
+  );
   await copyFile(path.join(imageDir, "boot.img"), paths.boot);
   await copyFile(path.join(imageDir, "root.img"), paths.roots.a);
   await truncate(paths.roots.a, rootSlotBytes);

@@ -43,6 +43,8 @@ import {
 import { restoreBackup } from "./backup/restore.js";
 import { ensureUnitCertificate } from "../lib/tls/unit-certificate.js";
 import { imageFiles } from "../lib/wire/images.js";
+import { installedRelease, recordInstalledRelease } from "../lib/trust/installed-release.js";
+import { readTrustedKeys } from "../lib/trust/trusted-keys.js";
 
 export class StepError extends Error {
   constructor(
@@ -235,6 +237,18 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<Recovere
     // After the restore, so keys the backup brought count as the unit's own.
     await begin("trusted-keys", "installing the keys the unit trusts");
     say(await writeKeys(perm, trust.plan));
+    // What slot a now holds, signed by a key the unit trusts or not: what a
+    // rollback may switch back to, and what rollback protection compares with.
+    const installed = installedRelease(
+      release.bytes,
+      release.signature,
+      [...previousKeys, ...(await readTrustedKeys(perm)).keys],
+      new Date(),
+    );
+    await recordInstalledRelease(perm, "a", installed);
+    say(
+      `slot a holds release ${installed.version}${installed.keyId ? `, signed by key ${installed.keyId}` : " (unsigned)"}`,
+    );
 
     await begin("finish", "syncing and unmounting /perm");
     await system.sync();

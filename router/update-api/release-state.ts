@@ -13,10 +13,12 @@
 // A file that is missing or damaged reads as "nothing recorded": the unit
 // then refuses what needs a record (a boot action, a commit), never allows.
 import { readFile } from "node:fs/promises";
-import path from "node:path";
 import { removeDurably, writeFileAtomically } from "../../lib/atomic-file.js";
 import { Rtr7Error, describeError } from "../../lib/errors.js";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
+import { pendingReleasePath, slotReleasesPath, type SlotRelease } from "../../lib/wire/slot-releases.js";
+
+export { pendingReleasePath, slotReleasesPath, type SlotRelease };
 import { isSlot, type Slot } from "../unit.js";
 
 /** The images an upload is compared with, by what the upload fills. */
@@ -46,25 +48,7 @@ export interface PendingRelease {
   receivedAt: string;
 }
 
-export interface SlotRelease {
-  version: string;
-  kind: string;
-  keyId: string;
-  signedAtMs: number;
-  manifestSha256: string;
-  /** When the switch or testboot named the slot. */
-  time: string;
-}
-
 export type SlotReleases = Partial<Record<Slot, SlotRelease>>;
-
-export function pendingReleasePath(permDir: string): string {
-  return path.join(permDir, "rtr7", "pending-release.json");
-}
-
-export function slotReleasesPath(permDir: string): string {
-  return path.join(permDir, "rtr7", "releases.json");
-}
 
 async function readJson(file: string): Promise<unknown> {
   try {
