@@ -18,6 +18,7 @@
 //      those units to a committed slot and finishes the rollout, and the
 //      units finished before the kill are not updated again.
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -25,6 +26,7 @@ import { after, before, describe, test } from "node:test";
 import { avahiTools, startAvahiBrowser, type AvahiBrowser } from "../../lab/avahi.js";
 import { haveTool } from "../../lab/processes.js";
 import { parsePublicKey } from "../../lib/trust/minisign.js";
+import { inventoryFile, inventoryUnit } from "../../updates/fleet/inventory.js";
 import { startFleetLab, type FleetLab } from "../helpers/fleet-lab.js";
 import { isRoot } from "../helpers/netns.js";
 import { cliEntry } from "../helpers/paths.js";
@@ -292,6 +294,10 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
         "utf8",
       );
       assert.match(runEvents, /"event":"signature","outcome":"signed"/, unit.hostname);
+      // TLS on, with no flag: the first contact pinned the unit's own certificate.
+      const pin = (await inventoryUnit(inventoryFile(lab.env), unit.hostname))?.tlsFingerprint;
+      const certificate = await readFile(path.join(unit.dir, "perm", "rtr7", "tls", "cert.pem"));
+      assert.equal(pin, new X509Certificate(certificate).fingerprint256, unit.hostname);
     }
     const status = await lab.cli(["fleet", "status", "--updates-dir", lab.updatesDir]);
     assert.equal(status.code, 0, status.output);

@@ -10,6 +10,7 @@
 // needs --allow-downgrade, and an unsigned one is refused and rolled back
 // with no flag.
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -23,6 +24,7 @@ import { cliEntry } from "../helpers/paths.js";
 import { jsonEvents } from "../helpers/scratch.js";
 import { removeUnitImages, unitImages } from "../helpers/unit-images.js";
 import { safeUpdateSteps } from "../../updates/safe-update.js";
+import { inventoryFile, inventoryUnit } from "../../updates/fleet/inventory.js";
 import { keysDir, loadSigningKey } from "../../updates/keys.js";
 import { addTrustedKey, readTrustedKeys, trustedKeysDir } from "../../lib/trust/trusted-keys.js";
 import { readSlotReleases } from "../../router/update-api/release-state.js";
@@ -199,6 +201,12 @@ describe("rtr7 safe-update against a process-mode unit", { skip, timeout: 30 * 6
       "recover.bash",
     ])
       assert.ok(files.includes(name), `${name} in ${files.join(", ")}`);
+    // TLS with no flag: the first contact pinned the unit's certificate, and the update went over HTTPS.
+    const pin = (await inventoryUnit(inventoryFile({ XDG_CONFIG_HOME: configHome }), hostname))
+      ?.tlsFingerprint;
+    const certificate = await readFile(path.join(unitDir, "perm", "rtr7", "tls", "cert.pem"));
+    assert.equal(pin, new X509Certificate(certificate).fingerprint256);
+    assert.match(output, /first contact, pinned its TLS certificate/);
     const listing = await execFileAsync("tar", ["tzf", path.join(runDir, "backup.tar.gz")]);
     assert.match(listing.stdout, /data\/keep\.txt/);
     const password = (await readFile(path.join(unitDir, "perm", "gokr-pw.txt"), "utf8")).trim();
