@@ -332,6 +332,11 @@ export const errorCatalogue = {
     status: 403,
     hint: "Sign releases with the fleet's key (`rtr7 image build` does when `rtr7 keys init` made one), and send the release's files unchanged.",
   },
+  // The remote fleet (rtr7 fleet serve, the unit's uplink)
+  RTR7_ERR_JOB: {
+    status: 400,
+    hint: "The job or message is not what rtr7 sends (docs/jobs.md describes each payload); it was logged and skipped, and nothing was installed.",
+  },
   RTR7_ERR_DOWNGRADE: {
     status: 409,
     hint: "This release was signed before the one the unit runs. If you mean to go back, pass --allow-downgrade.",
