@@ -337,6 +337,18 @@ export const errorCatalogue = {
     status: 400,
     hint: "The job or message is not what rtr7 sends (docs/jobs.md describes each payload); it was logged and skipped, and nothing was installed.",
   },
+  RTR7_ERR_UPLINK_CONFIG: {
+    status: 400,
+    hint: "Fix /perm/rtr7/uplink.json (rtr7 fleet enroll writes it: server, username, password, serverFingerprint) and restart the uplink; the rest of the unit runs without it.",
+  },
+  RTR7_ERR_UPLINK_TLS: {
+    status: 502,
+    hint: "The server's certificate is not the one pinned for it. If the server's certificate changed on purpose, enroll the unit again; otherwise something stands between the unit and its server.",
+  },
+  RTR7_ERR_UPLINK_DOWNLOAD: {
+    status: 502,
+    hint: "The release's files could not be fetched whole from its base URL (the message says which and why); check the release store or CDN, then let the server send the job again.",
+  },
   RTR7_ERR_DOWNGRADE: {
     status: 409,
     hint: "This release was signed before the one the unit runs. If you mean to go back, pass --allow-downgrade.",

@@ -16,6 +16,8 @@ export const services: Record<string, () => Promise<ServiceMain>> = {
   diagd: async () => (await import("./diagd/server.js")).diagdMain,
   backupd: async () => (await import("./backupd/server.js")).backupdMain,
   mdns: async () => (await import("./mdns/announce.js")).announceMain,
+  /** Only when /perm/rtr7/uplink.json exists and parses (router/suite.ts decides). */
+  uplink: async () => (await import("./uplink/service.js")).uplinkMain,
 };
 
 export const serviceNames = (): string[] => Object.keys(services);

@@ -21,6 +21,7 @@ import { listenUnitApp } from "./http-guard/serve.js";
 import { unitTlsListen } from "./http-guard/unit-tls.js";
 import { buildUpdateApi } from "./update-api/server.js";
 import { readOrCreatePassword } from "./update-api/password.js";
+import { readUplinkConfig } from "./uplink/config.js";
 
 export interface SuiteOptions {
   config: ServiceConfig;
@@ -103,7 +104,13 @@ export async function runSuite(options: SuiteOptions): Promise<RunningSuite> {
   const tls = await unitTlsListen(config, "update", log.child({ subsystem: "tls" }));
 
   const env = { ...process.env, [serviceConfigVariable]: JSON.stringify(config) };
-  const builtIn: ServiceSpec[] = Object.keys(services).map((name) => ({
+  // The uplink runs only for a unit enrolled in a remote fleet, with a configuration that parses.
+  const uplink = await readUplinkConfig(config.paths.perm, config.hostname).catch((error: unknown) => {
+    options.say(`uplink not started: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  });
+  const names = Object.keys(services).filter((name) => name !== "uplink" || uplink !== undefined);
+  const builtIn: ServiceSpec[] = names.map((name) => ({
     name,
     command: options.program.node,
     args: [options.program.init, "service", name],
