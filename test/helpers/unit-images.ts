@@ -19,6 +19,12 @@ export function unitImages(options: {
   routerEntry?: string;
   /** Another kernel for boot.img (default the newest /boot/vmlinuz-*). */
   kernel?: string;
+  /**
+   * The manifest's buildTime (default now). Releases built at once finish
+   * in any order; a test that updates v1 → v2 → v3 on units that trust a key
+   * gives them their versions' order, as builds one after another would.
+   */
+  buildTime?: string;
 }): Promise<string> {
   const key = JSON.stringify(options);
   let dir = built.get(key);
@@ -35,6 +41,7 @@ export function unitImages(options: {
         add: options.add,
         routerEntry: options.routerEntry,
         kernel: options.kernel,
+        ...(options.buildTime ? { buildTime: new Date(options.buildTime) } : {}),
       });
       return out;
     })();

@@ -126,14 +126,18 @@ describe("rtr7 fleet: five units on a bridge, one routed", { skip, timeout: 30 *
     const diagdConfig = path.join(work, "fleet-v3-diagd.json");
     await writeFile(diagdConfig, JSON.stringify({ tcp: [`${service}:7999`] }));
     // Fleet releases: no hostname.
+    // Built at once, but dated in version order: units that trust a key
+    // refuse a release built before the one they run (rollback protection).
+    const built = (minute: number) => new Date(Date.UTC(2026, 11, 1, 9, minute)).toISOString();
     [releases.v1, releases.v2, releases.v3, releases.v4] = await Promise.all([
-      unitImages({ version }),
-      unitImages({ version: "fleet-v2" }),
+      unitImages({ version, buildTime: built(1) }),
+      unitImages({ version: "fleet-v2", buildTime: built(2) }),
       unitImages({
         version: "fleet-v3",
         add: [{ source: diagdConfig, destination: "/etc/rtr7/diagd.json" }],
+        buildTime: built(3),
       }),
-      unitImages({ version: "fleet-v4" }),
+      unitImages({ version: "fleet-v4", buildTime: built(4) }),
     ]);
     lab = await startFleetLab({
       label: "flt",

@@ -71,6 +71,12 @@ export interface BuildUnitImagesOptions {
    * Without one, a signature left from an earlier build is removed.
    */
   signingKey?: SigningKey;
+  /**
+   * The manifest's buildTime, which orders releases for the units' rollback
+   * protection (a release built before the one a unit runs is a downgrade);
+   * default now.
+   */
+  buildTime?: Date;
   log?: Logger;
 }
 
@@ -281,7 +287,7 @@ export async function buildUnitImages(options: BuildUnitImagesOptions): Promise<
     const manifest: Manifest = {
       ...(hostname === undefined ? { anyUnit: true } : { hostname }),
       version,
-      buildTime: new Date().toISOString(),
+      buildTime: (options.buildTime ?? new Date()).toISOString(),
       images,
     };
     await writeFile(built.manifest, JSON.stringify(manifest, null, 2) + "\n");
