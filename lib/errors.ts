@@ -353,6 +353,10 @@ export const errorCatalogue = {
     status: 409,
     hint: "This release was signed before the one the unit runs. If you mean to go back, pass --allow-downgrade.",
   },
+  RTR7_ERR_BROKER: {
+    status: 502,
+    hint: "Check the broker's address and port (another process may hold the port; --listen and --broker choose them) and the server's TLS files in DATA/tls/.",
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

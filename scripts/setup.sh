@@ -10,6 +10,7 @@ packages=(
   kexec-tools mtools dosfstools squashfs-tools e2fsprogs fdisk busybox-static
   linux-image-amd64 udhcpc isc-dhcp-client curl tftp-hpa tftpd-hpa dnsmasq nginx
   socat iproute2 tshark avahi-utils avahi-daemon dbus-daemon prometheus cpio ovmf strace time minisign
+  mosquitto mosquitto-clients
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -30,7 +31,7 @@ if ((${#missing[@]} > 0)); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these daemons on install; rtr7's tests start their own.
-  for service in tftpd-hpa dnsmasq nginx; do
+  for service in tftpd-hpa dnsmasq nginx mosquitto; do
     systemctl disable --now "$service" >/dev/null 2>&1 || service "$service" stop >/dev/null 2>&1 || true
   done
 fi
