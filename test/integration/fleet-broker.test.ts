@@ -223,6 +223,9 @@ test("wrong passwords, unknown units and a client id that is not the user name a
   };
   const shop1 = f.passwords["shop-1"] ?? "";
   const shop2 = f.passwords["shop-2"] ?? "";
+  const victim = await f.connect("shop-2", shop2);
+  let victimClosed = false;
+  victim.on("close", () => (victimClosed = true));
   assert.equal(
     await refused("shop-1", shop2, "shop-1"),
     4,
@@ -246,6 +249,8 @@ test("wrong passwords, unknown units and a client id that is not the user name a
     2,
     "even the server may not take a unit's id",
   );
+  await pause(200);
+  assert.equal(victimClosed, false, "shop-1 logging in as client id shop-2 did not end shop-2's session");
   const lines = f.logLines.filter((line) => line.includes("login refused"));
   assert.equal(lines.length, 7);
   for (const line of lines) assert.match(line, /"peer":"127\.0\.0\.1:\d+"/);
