@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
-import type { Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
 import type { ImageSink } from "./installer.js";
@@ -54,7 +54,7 @@ export async function httpsRequest(url: URL, options: RequestOptions = {}): Prom
       response.setTimeout(idleMs, () => response.destroy(new Error(`nothing for ${idleMs} ms`)));
       resolve(response);
     });
-    if (options.body) options.body.pipe(request);
+    if (options.body) pipeline(options.body, request, () => undefined);
     else request.end();
   });
 }

@@ -4,9 +4,8 @@
 // slot, testboot, reboot, commit, roll back). The runner decides; the
 // installer only does, so the state machine is tested with a fake that
 // records calls (test/unit/uplink.test.ts) and no slot is touched. The real
-// one goes through the unit's own update-API code paths (uploads.ts,
-// release-gate.ts, boot-control), so the unit's signed-release gate checks
-// every byte a second time.
+// one (update-api-installer.ts) goes through the unit's own update API, so
+// its signed-release gate checks the manifest and every image a second time.
 import type { Readable } from "node:stream";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
 import type { Slot } from "../unit.js";

@@ -31,6 +31,7 @@ import type { Logger } from "../../lib/log.js";
 import { verifyManifest, manifestSignatureFile } from "../../lib/trust/release-signature.js";
 import { readTrustedKeys } from "../../lib/trust/trusted-keys.js";
 import { checkedJobId, parseJobDocument, type JobDocument, type JobUpdate } from "../../lib/wire/jobs.js";
+import { imageFiles } from "../../lib/wire/images.js";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
 import { readSlotReleases } from "../update-api/release-state.js";
 import { checkReleaseFits } from "../update-api/signed-release.js";
@@ -304,7 +305,11 @@ export class JobRunner {
           "RTR7_ERR_SIGNATURE",
           `the job names release ${job.release.version}, but the signed manifest is release ${release.version}`,
         );
-      return { manifestText: manifestBytes.toString("utf8"), signature, images: release.manifest.images };
+      return {
+        manifestText: manifestBytes.toString("utf8"),
+        signature,
+        images: installOrder(release.manifest.images),
+      };
     } catch (error) {
       throw new JobEnd("REJECTED", describeError(error));
     }
@@ -360,10 +365,7 @@ export class JobRunner {
       health = await installer.health();
     }
     if (health !== "") {
-      await this.rollBack(
-        record,
-        `not healthy within ${Math.round(job.healthTimeoutMs / 1000)} s: ${health}`,
-      );
+      await this.rollBack(record, `not healthy within ${job.healthTimeoutMs / 1000} s: ${health}`);
       return;
     }
     await this.step(record, "soak");
@@ -387,6 +389,18 @@ export class JobRunner {
     await this.options.beforeReboot?.();
     await this.options.installer.rollback();
   }
+}
+
+/** root, boot, mbr (safe-update's order: the MBR's boot code last); an image the unit does not know is refused. */
+function installOrder(images: readonly ManifestImage[]): ManifestImage[] {
+  const order: readonly string[] = [imageFiles.root, imageFiles.boot, imageFiles.mbr];
+  for (const image of images)
+    if (!order.includes(image.name))
+      throw new Rtr7Error(
+        "RTR7_ERR_SIGNATURE",
+        `the signed manifest lists ${JSON.stringify(image.name)}, not an image a unit takes (${order.join(", ")})`,
+      );
+  return [...images].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
 }
 
 function readableJobId(payload: Buffer): string | undefined {

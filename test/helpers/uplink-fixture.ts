@@ -176,6 +176,8 @@ export interface FileServer {
   ranges: Map<string, string[]>;
   /** The first GET of a path in here sends only this many bytes, then the connection is cut. */
   cuts: Map<string, number>;
+  /** Paths whose server answers a Range request with the whole file (200), as a server without Range does. */
+  ignoreRange: Set<string>;
   /** Backups received: path → bytes, with the authorization header seen. */
   backups: Map<string, { bytes: number; authorization: string | undefined }>;
   close(): Promise<void>;
@@ -191,6 +193,7 @@ export async function startFileServer(cert: UnitCertificate): Promise<FileServer
     served: new Map(),
     ranges: new Map(),
     cuts: new Map(),
+    ignoreRange: new Set(),
     backups: new Map(),
     close: () => Promise.resolve(),
   };
@@ -213,7 +216,10 @@ export async function startFileServer(cert: UnitCertificate): Promise<FileServer
     }
     let start = 0;
     const range = request.headers.range;
-    if (range !== undefined) {
+    if (range !== undefined && state.ignoreRange.has(url.pathname)) {
+      state.ranges.set(url.pathname, [...(state.ranges.get(url.pathname) ?? []), range]);
+      response.writeHead(200, { "content-length": body.length });
+    } else if (range !== undefined) {
       state.ranges.set(url.pathname, [...(state.ranges.get(url.pathname) ?? []), range]);
       start = Number(/^bytes=(\d+)-$/.exec(range)?.[1] ?? 0);
       response.writeHead(206, {

@@ -9,7 +9,7 @@ import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { silentLogger } from "../../lib/log.js";
+import { createLogger, silentLogger, type Logger } from "../../lib/log.js";
 import { addTrustedKey } from "../../lib/trust/trusted-keys.js";
 import type { JobDocument, JobUpdate } from "../../lib/wire/jobs.js";
 import { parseUplinkConfig, type UplinkConfig } from "../../router/uplink/config.js";
@@ -70,7 +70,7 @@ interface Unit {
 
 async function newUnit(
   t: TestContext,
-  options: { trusts?: boolean; fingerprint?: string } = {},
+  options: { trusts?: boolean; fingerprint?: string; log?: Logger } = {},
 ): Promise<Unit> {
   hostCount += 1;
   const hostname = `shop-${hostCount}`;
@@ -104,7 +104,7 @@ async function newUnit(
         config,
         perm,
         installer,
-        log: silentLogger(),
+        log: options.log ?? silentLogger(),
         backoff: { minMs: 50, maxMs: 400 },
         runner: { healthPollMs: 20, progressEveryMs: 0, download: { retryDelayMs: 20 } },
       });
@@ -324,14 +324,81 @@ test("a cut download resumes with Range from where it stopped: the sink sees one
   assert.equal(unit.installer.calls.filter((c) => c === "openImage root.img").length, 1);
 });
 
+test("a server that ignores Range after a cut fails the job: the image is aborted, never finished or restarted", async (t) => {
+  const unit = await newUnit(t);
+  const release = makeRelease("norange", "v2", fleetKey);
+  files.releases.set("norange", release);
+  files.cuts.set("/releases/norange/root.img", 3 * chunkSize);
+  files.ignoreRange.add("/releases/norange/root.img");
+  unit.start();
+  await monitor.publishJob(unit.hostname, job(unit, "j-norange", "norange"));
+  const end = await monitor.waitFor("FAILED", () => ended(monitor.updates(unit.hostname, "j-norange")));
+  assert.equal(end.state, "FAILED");
+  assert.match(String(end.reason), /did not resume where the cut left off/);
+  assert.ok(unit.installer.calls.some((c) => c.startsWith("abort root.img")));
+  assert.ok(!unit.installer.calls.includes("finish root.img"));
+  assert.ok(!unit.installer.calls.some((c) => c.startsWith("testboot")));
+});
+
+test("a trial that is not healthy in time is rolled back, and the next boot reports FAILED with the reason", async (t) => {
+  const perm = await scratchDir(t, "uplink-gate");
+  const doc = job({ hostname: "gate" } as Unit, "j-gate", "good", { healthTimeoutMs: 100 });
+  await writeJobRecord(perm, {
+    job: doc,
+    state: "IN_PROGRESS",
+    step: "reboot",
+    from: { version: "v1", slot: "a" },
+    updatedAt: "",
+  });
+  const installer = new FakeInstaller({
+    version: "v2",
+    slot: "b",
+    trial: true,
+    committedSlot: "a",
+    uptimeSeconds: 1,
+  });
+  installer.healthValue = "gateway ping: no reply";
+  const reported: JobUpdate[] = [];
+  const runner = (): JobRunner =>
+    new JobRunner({
+      installer,
+      perm,
+      hostname: "gate",
+      credential: { username: "gate", password: "x" },
+      report: (update) => reported.push(update),
+      log: silentLogger(),
+      healthPollMs: 10,
+    });
+  await runner().resumeAfterBoot();
+  assert.deepEqual(installer.calls, ["rollback"]);
+  assert.deepEqual(
+    reported.map((u) => u.step),
+    ["healthy", "rollback"],
+  );
+  installer.boot = { version: "v1", slot: "a", trial: false, committedSlot: "a", uptimeSeconds: 1 };
+  await runner().resumeAfterBoot();
+  const end = reported.at(-1);
+  assert.equal(end?.state, "FAILED");
+  assert.equal(end?.reason, "fell back to v1: not healthy within 0.1 s: gateway ping: no reply");
+  assert.equal(end?.version, "v1");
+});
+
 test("a wrong server certificate is refused after the handshake: no CONNECT reaches the broker", async (t) => {
   const impostor = await makeUnitCertificate("impostor.test");
-  const unit = await newUnit(t, { fingerprint: impostor.fingerprint256 });
+  const lines: string[] = [];
+  const log = createLogger({ json: true, stream: { write: (line: string) => lines.push(line) } });
+  const unit = await newUnit(t, { fingerprint: impostor.fingerprint256, log });
   const handshakes = broker.handshakes;
   unit.start();
-  await monitor.waitFor("two attempts", () => broker.handshakes >= handshakes + 2);
+  await monitor.waitFor("three attempts", () => broker.handshakes >= handshakes + 3);
   assert.ok(!broker.connects.includes(unit.hostname), "the unit's CONNECT never reached the broker");
   assert.equal(monitor.messages.filter((m) => m.topic.startsWith(`rtr7/units/${unit.hostname}/`)).length, 0);
+  const refusals = lines.filter((line) => line.includes("not the pinned"));
+  assert.equal(refusals.length, 1, "logged once, not every attempt");
+  const record = JSON.parse(refusals[0] ?? "{}") as { subsystem?: string; peer?: string };
+  assert.equal(record.subsystem, "uplink");
+  assert.equal(record.peer, `127.0.0.1:${broker.port}`);
+  assert.ok(!lines.some((line) => line.includes(unit.config.password)), "the password is never logged");
 });
 
 test("the last will says offline when the unit's connection dies, and it comes back online", async (t) => {
