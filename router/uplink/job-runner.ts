@@ -53,7 +53,9 @@ export interface JobRunnerOptions {
   onJobChange?: (jobId: string | undefined) => void;
   log: Logger;
   now?: () => Date;
-  /** How often health is asked during healthy and soak (default 5 s). */
+  /** How long, at boot, the boot state may stay unknown before a job in flight ends FAILED (default 2 min). */
+  bootStateWaitMs?: number;
+  /** How often health is asked during healthy and soak, and the boot state at boot (default 5 s). */
   healthPollMs?: number;
   /** Added to healthTimeoutMs + soakMs for the trial's commit deadline (default 2 min). */
   deadlineMarginMs?: number;
@@ -132,7 +134,7 @@ export class JobRunner {
     }
     this.begin(record.job.jobId);
     try {
-      const boot = await this.options.installer.bootState();
+      const boot = await this.bootStateSoon();
       const target = record.job.release.version;
       if (boot.version === target && boot.trial) {
         await this.trialGate(record, boot);
@@ -151,6 +153,32 @@ export class JobRunner {
       await this.finish(record, "FAILED", describeError(error));
     } finally {
       this.begin(undefined);
+    }
+  }
+
+  /**
+   * The boot state, asked again while the unit's services are still coming
+   * up (the update API starts after the uplink at boot): a job in flight is
+   * never ended FAILED only because the API was not listening yet.
+   */
+  private async bootStateSoon(): Promise<BootState> {
+    const until = Date.now() + (this.options.bootStateWaitMs ?? 120_000);
+    for (;;) {
+      try {
+        return await this.options.installer.bootState();
+      } catch (error) {
+        if (Date.now() >= until) throw error;
+        await sleep(this.options.healthPollMs ?? 5000);
+      }
+    }
+  }
+
+  /** diagd's first_error; a probe that fails counts as unhealthy, with why. */
+  private async health(): Promise<string> {
+    try {
+      return await this.options.installer.health();
+    } catch (error) {
+      return `health unknown: ${describeError(error)}`;
     }
   }
 
@@ -223,7 +251,7 @@ export class JobRunner {
           "FAILED",
           `the unit runs slot ${boot.slot}${boot.trial ? " on trial" : ""} while slot ${boot.committedSlot} is committed: it takes a job only committed`,
         );
-      const health = await installer.health();
+      const health = await this.health();
       if (health !== "") throw new JobEnd("FAILED", `the unit is not healthy: ${health}`);
 
       await this.step(record, "backup");
@@ -359,10 +387,10 @@ export class JobRunner {
     const poll = this.options.healthPollMs ?? 5000;
     await this.step(record, "healthy");
     const healthyBy = Date.now() + job.healthTimeoutMs;
-    let health = await installer.health();
+    let health = await this.health();
     while (health !== "" && Date.now() < healthyBy) {
       await sleep(Math.min(poll, Math.max(0, healthyBy - Date.now())));
-      health = await installer.health();
+      health = await this.health();
     }
     if (health !== "") {
       await this.rollBack(record, `not healthy within ${job.healthTimeoutMs / 1000} s: ${health}`);
@@ -372,7 +400,7 @@ export class JobRunner {
     const soakUntil = Date.now() + job.soakMs;
     while (Date.now() < soakUntil) {
       await sleep(Math.min(poll, Math.max(0, soakUntil - Date.now())));
-      health = await installer.health();
+      health = await this.health();
       if (health !== "") {
         await this.rollBack(record, `unhealthy during the soak: ${health}`);
         return;

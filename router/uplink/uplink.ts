@@ -41,6 +41,8 @@ export function startUplink(options: UplinkOptions): RunningUplink {
   let lastSent = "";
   let lastSentAt = 0;
   let closed = false;
+  /** The last reason the state could not be read: logged once, not every check. */
+  let stateError: string | undefined;
 
   const unitState = async (): Promise<UnitState> => {
     const boot = await installer.bootState();
@@ -65,9 +67,12 @@ export function startUplink(options: UplinkOptions): RunningUplink {
     try {
       state = await unitState();
     } catch (error) {
-      log.error({ err: error }, `cannot tell the unit's state: ${describeError(error)}`);
+      const why = describeError(error);
+      if (why !== stateError) log.error(`cannot tell the unit's state: ${why}`);
+      stateError = why;
       return;
     }
+    stateError = undefined;
     const key = JSON.stringify({ ...state, at: "", uptimeSeconds: 0 });
     const due = Date.now() - lastSentAt >= (options.stateEveryMs ?? 5 * 60_000);
     if (!force && !due && key === lastSent) return;

@@ -269,7 +269,13 @@ export class FakeInstaller implements Installer {
   manifest: SignedRelease | undefined;
   constructor(public boot: BootState) {}
 
+  /** bootState() fails this many times first (the update API not up yet at boot). */
+  bootStateFailures = 0;
   bootState(): Promise<BootState> {
+    if (this.bootStateFailures > 0) {
+      this.bootStateFailures -= 1;
+      return Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:80"));
+    }
     return Promise.resolve({ ...this.boot });
   }
   health(): Promise<string> {

@@ -369,7 +369,9 @@ test("a trial that is not healthy in time is rolled back, and the next boot repo
       log: silentLogger(),
       healthPollMs: 10,
     });
+  installer.bootStateFailures = 3;
   await runner().resumeAfterBoot();
+  assert.equal(installer.bootStateFailures, 0, "the update API not up yet at boot is waited for");
   assert.deepEqual(installer.calls, ["rollback"]);
   assert.deepEqual(
     reported.map((u) => u.step),
