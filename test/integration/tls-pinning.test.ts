@@ -155,6 +155,14 @@ describe(
       assert.equal(await read("http.authorization"), "", "a basic-auth header crossed the link");
       assert.equal(await read("tcp.port == 80 || tcp.port == 7733 || tcp.port == 8077"), "");
 
+      // fleet ls says what is wrong with the unit, not merely that it is silent.
+      const listed = await rtr7(["fleet", "ls", "--no-browse", "--json"]);
+      assert.match(
+        String(jsonEvents(listed.output).find((line) => line.event === "unit")?.health),
+        new RegExp(`certificate changed \\(RTR7_ERR_UNIT_CERT_CHANGED\\).*rtr7 fleet trust ${hostname}`),
+        listed.output,
+      );
+
       // On purpose: fleet trust records the new certificate, and the CLI works again.
       const trusted = await rtr7(["fleet", "trust", hostname, "--json"]);
       assert.equal(trusted.code, 0, trusted.output);

@@ -11,7 +11,12 @@ import { silentLogger } from "../../lib/log.js";
 import { endpointPorts, type UnitEndpoint } from "./endpoint.js";
 import { nodeHttpTransport, type Transport } from "./transport.js";
 
-export async function probeHealth(unit: UnitContext, timeoutMs = 2000): Promise<HealthReport | undefined> {
+export async function probeHealth(
+  unit: UnitContext,
+  timeoutMs = 2000,
+  /** Told why a probe came back empty (the survey shows a changed certificate as such). */
+  onError?: (error: unknown) => void,
+): Promise<HealthReport | undefined> {
   try {
     const reply = await smallExchange(unit, {
       method: "GET",
@@ -24,14 +29,15 @@ export async function probeHealth(unit: UnitContext, timeoutMs = 2000): Promise<
     });
     if (reply.status !== 200) return undefined;
     return parseHealthReport(JSON.parse(reply.body));
-  } catch {
+  } catch (error) {
+    onError?.(error);
     return undefined;
   }
 }
 
 export async function probeUnitHealth(
   endpoint: Pick<UnitEndpoint, "host" | "diagdPort" | "tls">,
-  options: { transport?: Transport; timeoutMs?: number } = {},
+  options: { transport?: Transport; timeoutMs?: number; onError?: (error: unknown) => void } = {},
 ): Promise<HealthReport | undefined> {
   const { ports, tls } = endpointPorts(endpoint);
   const diagd = ports.diagd;
@@ -46,5 +52,5 @@ export async function probeUnitHealth(
     requestTimeoutMs: options.timeoutMs ?? 2000,
     idleTimeoutMs: options.timeoutMs ?? 2000,
   };
-  return probeHealth(unit, options.timeoutMs);
+  return probeHealth(unit, options.timeoutMs, options.onError);
 }

@@ -3,7 +3,8 @@
 // `concurrency` at a time, each bounded by a 2 s probe (router7's own limit).
 // A unit is asked over HTTPS (port 7734) when its certificate is pinned, and
 // a first contact pins it (updates/client/unit-connection.ts); a unit whose
-// certificate changed is sent nothing and shown as not answering.
+// certificate changed is sent nothing and shown as such, with the command
+// that accepts it on purpose.
 // What answers is noted in the fleet store (store.ts), so a unit that is
 // silent later is shown with when it was last seen and what it ran then.
 // `rtr7 fleet ls` prints the rows; `rtr7 fleet update` takes reachableUnits
@@ -12,6 +13,7 @@
 // A unit that answers as another hostname (an inventory address now held by
 // another unit, or two units with one name) is not counted as reachable: a
 // rollout must not update a unit with another one's credentials and plan.
+import { isRtr7Error } from "../../lib/errors.js";
 import type { HealthReport } from "../../lib/wire/health.js";
 import type { Logger } from "../../lib/log.js";
 import { probeUnitHealth } from "../client/health.js";
@@ -66,6 +68,8 @@ export async function surveyUnits(units: KnownUnit[], options: SurveyOptions = {
   const timeoutMs = options.probeTimeoutMs ?? 2000;
   const { connection } = options;
   const notice = new PlainHttpNotice();
+  /** Units whose certificate is not the pinned one: shown as such, not as silent. */
+  const certificateChanged = new Map<string, string>();
   const probe =
     options.probe ??
     (async (unit: KnownUnit) =>
@@ -79,7 +83,16 @@ export async function surveyUnits(units: KnownUnit[], options: SurveyOptions = {
               ...connection,
             })
           : { host: unit.address },
-        { timeoutMs },
+        {
+          timeoutMs,
+          onError: (error) => {
+            if (isRtr7Error(error, "RTR7_ERR_UNIT_CERT_CHANGED"))
+              certificateChanged.set(
+                unit.hostname,
+                `certificate changed (${error.code}): check it, then \`rtr7 fleet trust ${unit.hostname}\``,
+              );
+          },
+        },
       ));
   const now = options.now ?? (() => new Date());
   const reports = await mapBounded(units, options.concurrency ?? 32, (unit) =>
@@ -117,7 +130,9 @@ export async function surveyUnits(units: KnownUnit[], options: SurveyOptions = {
       version: unit.mdns?.version ?? last?.version ?? "",
       slot: unit.mdns?.slot ?? last?.slot ?? "",
       trial: last?.trial,
-      health: report ? `answers as ${report.hostname}` : noAnswerText,
+      health: report
+        ? `answers as ${report.hostname}`
+        : (certificateChanged.get(unit.hostname) ?? noAnswerText),
       lastSeen: last?.at,
     };
   });
