@@ -41,8 +41,6 @@ export async function driveRollout(options: {
   pollMs?: number;
   /** --insecure-http: no warning for units reached over plain HTTP. */
   insecureHttp?: boolean;
-  /** --allow-downgrade: units that trust a key take a release signed before the one they run. */
-  allowDowngrade?: boolean;
 }): Promise<void> {
   const signing = await loadRunSigning(keysDir());
   const rotations = await rotationStatements(keysDir());
@@ -57,7 +55,8 @@ export async function driveRollout(options: {
     keepOnly: options.keepOnly,
     signing,
     rotations,
-    allowDowngrade: options.allowDowngrade,
+    // The rollout's own setting (fleet update --allow-downgrade), so a resume keeps it.
+    allowDowngrade: settings.allowDowngrade === true,
     insecureHttp: options.insecureHttp,
     healthTimeoutMs: settings.healthTimeoutMs,
     soakMs: settings.soakMs,

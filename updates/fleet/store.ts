@@ -34,6 +34,8 @@ export interface RolloutSettings {
   soakMs: number;
   healthTimeoutMs: number;
   kexec: boolean;
+  /** --allow-downgrade: kept with the rollout, so a resume carries the person's decision on. */
+  allowDowngrade?: boolean;
 }
 
 export interface RolloutRecord {

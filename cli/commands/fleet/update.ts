@@ -166,6 +166,7 @@ carries on after a halt or a kill. Without --release, the release is built once 
           soakMs,
           healthTimeoutMs,
           kexec: flags.kexec,
+          ...(flags["allow-downgrade"] ? { allowDowngrade: true } : {}),
         },
       });
       const units = store.units(rolloutId);
@@ -190,7 +191,6 @@ carries on after a halt or a kill. Without --release, the release is built once 
         json: flags.json,
         pollMs,
         insecureHttp: flags["insecure-http"],
-        allowDowngrade: flags["allow-downgrade"],
       });
     } finally {
       store.close();
