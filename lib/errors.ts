@@ -357,6 +357,14 @@ export const errorCatalogue = {
     status: 502,
     hint: "Check the broker's address and port (another process may hold the port; --listen and --broker choose them) and the server's TLS files in DATA/tls/.",
   },
+  RTR7_ERR_FLEET_AUTH: {
+    status: 401,
+    hint: "Give the fleet server's credential: the admin's (DATA/admin-credential.json, copied to the workstation) for publish, rollouts and enroll, or the unit's own (its uplink.json) for its backups.",
+  },
+  RTR7_ERR_RELEASE_EXISTS: {
+    status: 409,
+    hint: "A published release never changes (units may be downloading it): build the new one with a new --version and publish that.",
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof errorCatalogue;
