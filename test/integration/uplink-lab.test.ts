@@ -3,7 +3,9 @@
 // an update job for a signed fleet release served over HTTPS, and updates
 // itself through its own update API (update-api-installer.ts): manifest,
 // root, boot and mbr streamed into the inactive slot, testboot, the lab's
-// kexec reboot, healthy, soak, commit, SUCCEEDED, running v2 committed.
+// kexec reboot, healthy, soak, commit, SUCCEEDED, running v2 committed;
+// then a v3 whose diagd checks a closed port: not healthy in time, rolled
+// back by a reboot into v2, FAILED "fell back to uplink-v2: ...".
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
@@ -60,22 +62,36 @@ async function signed(images: string, key: ReturnType<typeof generateSigningKey>
 }
 
 test(
-  "a process-mode unit takes a signed release from a job and runs it committed",
+  "a process-mode unit takes a signed release from a job and runs it committed; an unhealthy one falls back, FAILED",
   { skip, timeout: 300_000 },
   async () => {
     const key = generateSigningKey();
     const now = Date.now();
-    const [v1, v2] = await Promise.all([
+    dir = await mkdtemp(path.join(tmpdir(), "rtr7-uplink-lab-"));
+    const closedPort = path.join(dir, "diagd-closed-port.json");
+    await writeFile(closedPort, JSON.stringify({ tcp: ["127.0.0.1:1"] }));
+    const [v1, v2, v3] = await Promise.all([
       unitImages({ version: "uplink-v1", buildTime: new Date(now - 60_000).toISOString() }),
       unitImages({ version: "uplink-v2", buildTime: new Date(now).toISOString() }),
+      unitImages({
+        version: "uplink-v3",
+        buildTime: new Date(now + 60_000).toISOString(),
+        add: [{ source: closedPort, destination: "/etc/rtr7/diagd.json" }],
+      }),
     ]);
     await signed(v1, key, now - 60_000);
     await signed(v2, key, now);
-    const release = { name: "v2", version: "uplink-v2", files: new Map<string, Buffer>(), images: [] };
-    for (const name of await readdir(v2)) release.files.set(name, await readFile(path.join(v2, name)));
-    files.releases.set("v2", release);
+    await signed(v3, key, now + 60_000);
+    for (const [name, images] of [
+      ["v2", v2],
+      ["v3", v3],
+    ] as const) {
+      const release = { name, version: `uplink-${name}`, files: new Map<string, Buffer>(), images: [] };
+      for (const file of await readdir(images))
+        release.files.set(file, await readFile(path.join(images, file)));
+      files.releases.set(name, release);
+    }
 
-    dir = await mkdtemp(path.join(tmpdir(), "rtr7-uplink-lab-"));
     const password = "uplink-lab-password";
     broker.passwords.set(hostname, password);
     await mkdir(path.join(dir, "perm", "rtr7", "trusted-keys"), { recursive: true });
@@ -162,6 +178,36 @@ test(
     ]);
     await monitor.waitFor(
       "v2 committed",
+      () => stateOf()?.version === "uplink-v2" && stateOf()?.trial === false,
+      30_000,
+    );
+    const bad: JobDocument = {
+      ...doc,
+      jobId: "lab-job-2",
+      release: {
+        ...doc.release,
+        version: "uplink-v3",
+        baseUrl: `https://127.0.0.1:${files.port}/releases/v3/`,
+      },
+      healthTimeoutMs: 5000,
+    };
+    await monitor.publishJob(hostname, bad);
+    const failed = await monitor
+      .waitFor(
+        "the second job's end",
+        () => monitor.updates(hostname, bad.jobId).find((u) => u.state !== "IN_PROGRESS"),
+        240_000,
+      )
+      .catch((error: unknown) => {
+        throw new Error(
+          `${String(error)}\n${unit?.output().slice(-6000) ?? ""}\n${JSON.stringify(monitor.updates(hostname, bad.jobId))}`,
+        );
+      });
+    assert.equal(failed.state, "FAILED", JSON.stringify(failed));
+    assert.match(String(failed.reason), /^fell back to uplink-v2: not healthy within 5 s: .*127\.0\.0\.1:1/);
+    assert.equal(failed.version, "uplink-v2");
+    await monitor.waitFor(
+      "v2 committed again",
       () => stateOf()?.version === "uplink-v2" && stateOf()?.trial === false,
       30_000,
     );
