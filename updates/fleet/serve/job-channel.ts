@@ -31,7 +31,7 @@ export interface JobChannelOptions {
   password: string;
   store: JobStore;
   log: Logger;
-  /** Default "rtr7-fleet-serve": the same id after a restart finds the broker's session. */
+  /** Default "rtr7-server" (the embedded broker takes the server user only as rtr7-server or rtr7-server-*): the same id after a restart finds the broker's session. */
   clientId?: string;
   /** TLS and other MQTT.js options (ca, rejectUnauthorized, ...). */
   mqttOptions?: Partial<IClientOptions>;
@@ -64,7 +64,7 @@ export class JobChannel {
   static async connect(options: JobChannelOptions): Promise<JobChannel> {
     const client = await mqtt.connectAsync(options.brokerUrl, {
       protocolVersion: 4,
-      clientId: options.clientId ?? "rtr7-fleet-serve",
+      clientId: options.clientId ?? "rtr7-server",
       clean: false,
       username: options.username,
       password: options.password,

@@ -37,10 +37,11 @@ export interface ReleaseRoutesOptions {
 
 type FileParams = { version: string; file: string };
 
-/** Uploads arrive as application/octet-stream and are streamed, never buffered. */
+/** Uploads arrive as application/octet-stream (release files) or application/gzip (backups), streamed, never buffered. */
 export function acceptRawBodies(app: FastifyInstance): void {
-  if (!app.hasContentTypeParser("application/octet-stream"))
-    app.addContentTypeParser("application/octet-stream", (_request, payload, done) => done(null, payload));
+  for (const type of ["application/octet-stream", "application/gzip"])
+    if (!app.hasContentTypeParser(type))
+      app.addContentTypeParser(type, (_request, payload, done) => done(null, payload));
 }
 
 export function registerReleaseRoutes(app: FastifyInstance, options: ReleaseRoutesOptions): void {
