@@ -45,17 +45,31 @@ const settings = (patch: Partial<RolloutSettings> = {}): RolloutSettings => ({
   ...patch,
 });
 
-async function startBroker(t: TestContext): Promise<string> {
+/** An aedes broker on 127.0.0.1 (port 0: any); stop() closes it and its clients' connections. */
+async function brokerAt(port: number): Promise<{ url: string; port: number; stop: () => Promise<void> }> {
   const broker = await Aedes.createBroker();
   const server = net.createServer(broker.handle);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  t.after(async () => {
-    // The broker first: it closes its clients' connections, which server.close waits for.
-    await new Promise<void>((resolve) => broker.close(() => resolve()));
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   server.unref();
-  return `mqtt://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const bound = (server.address() as net.AddressInfo).port;
+  let stopped = false;
+  return {
+    url: `mqtt://127.0.0.1:${bound}`,
+    port: bound,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      // The broker first: it closes its clients' connections, which server.close waits for.
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function startBroker(t: TestContext): Promise<string> {
+  const broker = await brokerAt(0);
+  t.after(() => broker.stop());
+  return broker.url;
 }
 
 type Behaviour = "succeed" | "fail" | "silent" | "gated";
@@ -323,4 +337,33 @@ test("a server killed mid-rollout resumes on the same SQLite files without sendi
     ["SUCCEEDED", "SUCCEEDED", "SUCCEEDED"],
   );
   await again.channel.close();
+});
+
+test("a broker restarted mid-job loses its retained job; the server publishes it again and the unit goes on", async (t) => {
+  const first = await brokerAt(0);
+  t.after(() => first.stop());
+  const dir = await scratchDir(t, "job-driver-broker");
+  const unit = await simUnit(t, first.url, "shop-1", "gated");
+  const server = await openServer(dir, first.url);
+  await waitFor("the unit in the inventory", () => server.jobs.unit("shop-1")?.version === "v1");
+  const id = createRollout({ store: server.fleet, release, units: plannedUnits(1), settings: settings() });
+  const done = runRollout({ store: server.fleet, rolloutId: id, driver: driverFor(server, id), log });
+  await unit.started;
+  await first.stop();
+  const second = await brokerAt(first.port);
+  t.after(() => second.stop());
+  await waitFor("the job published again", () => unit.received.length === 2, 8000);
+  unit.release();
+  const ended = await done;
+  assert.equal(ended.status, "finished");
+  assert.deepEqual(
+    unit.received,
+    [`${id}-shop-1-1`, `${id}-shop-1-1`],
+    "the same job, delivered again, not a new one",
+  );
+  assert.deepEqual(
+    server.jobs.jobs(id).map((job) => job.state),
+    ["SUCCEEDED"],
+  );
+  await server.channel.close();
 });

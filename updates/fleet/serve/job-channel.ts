@@ -8,7 +8,9 @@
 // store in one transaction, and then handed to whoever follows that job.
 // The session is persistent (a fixed client id, clean: false), so the
 // broker keeps the QoS 1 updates a unit sends while the server is down and
-// delivers them when it comes back: a restarted server misses nothing.
+// delivers them when it comes back: a restarted server misses nothing. A
+// restarted broker may have lost its retained messages: on every
+// reconnection the server publishes each open job's document again.
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { describeError } from "../../../lib/errors.js";
 import type { Logger } from "../../../lib/log.js";
@@ -78,7 +80,14 @@ export class JobChannel {
         { subsystem: "fleet-serve", peer: options.brokerUrl },
         "connected to the broker again",
       );
-      void channel.subscribe();
+      void channel.subscribe().then(
+        () => channel.republish(),
+        (error: unknown) =>
+          options.log.warn(
+            { subsystem: "fleet-serve", peer: options.brokerUrl, err: describeError(error) },
+            "subscribing again failed",
+          ),
+      );
     });
     client.on("error", (error) =>
       options.log.warn({ subsystem: "fleet-serve", peer: options.brokerUrl, err: error.message }, "broker"),
@@ -89,6 +98,21 @@ export class JobChannel {
 
   private async subscribe(): Promise<void> {
     await this.client.subscribeAsync(serverSubscriptions, { qos: 1 });
+  }
+
+  /**
+   * Publishes every open job's document again: a broker that restarted (the
+   * embedded one keeps retained messages in memory) lost them, and a unit
+   * takes the same job id again as the job it is already working on.
+   */
+  private async republish(): Promise<void> {
+    for (const job of this.options.store.openJobs())
+      await this.publishJob(job.hostname, job.document).catch((error: unknown) =>
+        this.options.log.warn(
+          { subsystem: "fleet-serve", peer: job.hostname, job: job.jobId, err: describeError(error) },
+          `could not publish job ${job.jobId} again`,
+        ),
+      );
   }
 
   private now(): Date {

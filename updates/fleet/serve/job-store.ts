@@ -233,6 +233,14 @@ export class JobStore {
     return rows.map(jobFromRow);
   }
 
+  /** The jobs not ended yet whose document the broker took once (to publish again after a broker restart). */
+  openJobs(): JobRecord[] {
+    const rows = this.statement(
+      `SELECT * FROM jobs WHERE state IN ('QUEUED', 'IN_PROGRESS') AND published_at IS NOT NULL ORDER BY created_at, rowid`,
+    ).all() as Row[];
+    return rows.map(jobFromRow);
+  }
+
   /** Notes a unit's retained state (version, slot, trial, health, ...). */
   noteState(
     hostname: string,

@@ -14,6 +14,7 @@
 // /api/rollouts/ID. The broker is whatever `broker` starts: the embedded one
 // (broker.ts) or an external one at a URL; the server connects to it as its
 // own user (job-channel.ts) and resumes the rollouts a kill interrupted.
+import { chmod, mkdir } from "node:fs/promises";
 import path from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Readable } from "node:stream";
@@ -112,6 +113,9 @@ function rolloutSettings(body: RolloutBody): RolloutSettings {
 
 export async function startFleetServer(options: FleetServeOptions): Promise<FleetServer> {
   const { dataDir, log } = options;
+  // It holds backups (with the units' passwords) and credentials.
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o700);
   let publicUrl = options.publicUrl?.replace(/\/+$/, "");
   const tls = await ensureServerCertificate(
     dataDir,
