@@ -36,6 +36,10 @@ start, and no unit is updated twice.`;
         "<%= config.bin %> fleet serve --data /var/lib/rtr7 --listen 0.0.0.0:8443 --public-url https://fleet.example:8443 --trust-key ~/.config/rtr7/keys/signing.pub",
     },
     {
+      description: "Write mosquitto's files for the enrolled units (then send mosquitto SIGHUP):",
+      command: "<%= config.bin %> fleet serve --data /var/lib/rtr7 --print-broker-config /etc/mosquitto/rtr7",
+    },
+    {
       description: "With an external mosquitto:",
       command: "<%= config.bin %> fleet serve --data /var/lib/rtr7 --broker mqtts://127.0.0.1:8883",
     },
@@ -77,6 +81,11 @@ start, and no unit is updated twice.`;
       helpValue: "DURATION",
     }),
     "keep-backups": Flags.integer({ description: "Backups kept per unit.", default: 5, min: 1 }),
+    "print-broker-config": Flags.string({
+      description:
+        "Write an external mosquitto's passwd, acl and mosquitto.conf (the enrolled units, --broker-listen's port) into DIR, then exit.",
+      helpValue: "DIR",
+    }),
   };
 
   async run(): Promise<void> {
@@ -87,10 +96,23 @@ start, and no unit is updated twice.`;
     const publicHost = new URL(
       publicUrl ?? `https://${listen.host === "0.0.0.0" ? "localhost" : listen.host}`,
     ).hostname;
-    const [{ serveUntilSignal }, { embeddedBroker, externalBroker }] = await Promise.all([
+    const [{ serveUntilSignal }, { embeddedBroker, externalBroker, printBrokerConfig }] = await Promise.all([
       import("../../../updates/fleet/serve/serve.js"),
       import("../../../updates/fleet/serve/brokers.js"),
     ]);
+    if (flags["print-broker-config"] !== undefined) {
+      const files = await printBrokerConfig({
+        dataDir: path.resolve(flags.data),
+        dir: path.resolve(flags["print-broker-config"]),
+        port: hostAndPort(flags["broker-listen"], "--broker-listen").port,
+        publicHost,
+      });
+      log.info(
+        { event: "broker-config", ...files },
+        `Wrote ${files.passwordFile}, ${files.aclFile} and ${files.configFile}.`,
+      );
+      return;
+    }
     await serveUntilSignal({
       dataDir: path.resolve(flags.data),
       ...listen,

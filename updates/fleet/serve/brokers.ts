@@ -5,9 +5,15 @@
 // with mosquitto-config.ts's files, which present the same certificate.
 // Either way the server's client trusts exactly that certificate (it is its
 // own CA; no name check, since units and server reach it by address), so
-// the server's password never goes to another broker.
+// the server's password never goes to another broker. `--print-broker-config
+// DIR` writes an external mosquitto's files for the units DATA has enrolled.
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
 import { Rtr7Error } from "../../../lib/errors.js";
 import { startEmbeddedBroker } from "./broker.js";
+import { writeMosquittoConfig, type MosquittoFiles } from "./mosquitto-config.js";
+import { ensureServerCertificate } from "./server-certificate.js";
+import { UnitCredentials } from "./unit-credentials.js";
 import type { Broker, BrokerContext } from "./serve.js";
 
 const pinnedTo = (cert: string): Record<string, unknown> => ({
@@ -60,4 +66,22 @@ export function externalBroker(url: string) {
       mqttOptions: pinnedTo(context.tls.cert),
       close: () => Promise.resolve(),
     });
+}
+
+/** Writes mosquitto's passwd, acl and mosquitto.conf for DATA's units into `dir` (mosquitto-config.ts). */
+export async function printBrokerConfig(options: {
+  dataDir: string;
+  dir: string;
+  port: number;
+  publicHost: string;
+}): Promise<MosquittoFiles> {
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  const tls = await ensureServerCertificate(options.dataDir, options.publicHost);
+  const credentials = new UnitCredentials(path.join(options.dataDir, "units.sqlite"));
+  await credentials.serverCredential();
+  return writeMosquittoConfig(options.dir, credentials, {
+    port: options.port,
+    certFile: tls.certFile,
+    keyFile: tls.keyFile,
+  });
 }

@@ -90,7 +90,11 @@ export class ServerRollouts {
       },
       soakMs: rollout.settings.soakMs,
       healthTimeoutMs: rollout.settings.healthTimeoutMs,
-      timeoutMs: this.options.jobTimeoutMs,
+      // A unit is silent while it reboots and may report nothing new while it soaks.
+      timeoutMs: Math.max(
+        this.options.jobTimeoutMs,
+        rollout.settings.soakMs + rollout.settings.healthTimeoutMs + 60_000,
+      ),
       allowDowngrade: rollout.settings.allowDowngrade === true,
       backupUrl: (hostname) => `${base}/units/${hostname}/backups`,
       log,
