@@ -72,7 +72,7 @@ async function startBroker(t: TestContext): Promise<string> {
   return broker.url;
 }
 
-type Behaviour = "succeed" | "fail" | "silent" | "gated";
+type Behaviour = "succeed" | "fail" | "silent" | "gated" | "lost-final";
 
 interface SimUnit {
   hostname: string;
@@ -148,7 +148,7 @@ async function simUnit(
       await report(document, { state: "IN_PROGRESS", step: "commit" });
       version = document.release.version;
       await client.publishAsync(topics.state, state(), { qos: 1, retain: true });
-      await report(document, { state: "SUCCEEDED", version });
+      if (behaviour !== "lost-final") await report(document, { state: "SUCCEEDED", version });
     })();
   });
   await client.subscribeAsync(topics.jobNext, { qos: 1 });
@@ -365,5 +365,22 @@ test("a broker restarted mid-job loses its retained job; the server publishes it
     server.jobs.jobs(id).map((job) => job.state),
     ["SUCCEEDED"],
   );
+  await server.channel.close();
+});
+
+test("a unit whose SUCCEEDED is lost but whose state says it runs the release committed ends SUCCEEDED", async (t) => {
+  const { units, server } = await setUp(t, ["lost-final"]);
+  const id = createRollout({ store: server.fleet, release, units: plannedUnits(1), settings: settings() });
+  const ended = await runRollout({
+    store: server.fleet,
+    rolloutId: id,
+    driver: driverFor(server, id, 2000),
+    log,
+  });
+  assert.equal(ended.status, "finished");
+  const [job] = server.jobs.jobs(id);
+  assert.equal(job?.state, "SUCCEEDED");
+  assert.match(job?.reason ?? "", /runs v2 committed/);
+  assert.equal(units[0]?.received.length, 1);
   await server.channel.close();
 });

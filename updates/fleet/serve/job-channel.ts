@@ -23,6 +23,7 @@ import {
   unitTopics,
   type JobDocument,
   type JobUpdate,
+  type UnitState,
 } from "../../../lib/wire/jobs.js";
 import type { JobStore } from "./job-store.js";
 
@@ -43,8 +44,12 @@ export interface JobChannelOptions {
 /** What a follower of one job hears: a recorded update, or a sign of life (the unit's state naming the job). */
 export type JobEvent = { kind: "update"; update: JobUpdate } | { kind: "heard" };
 
+/** A unit's state as it arrives (retained or live): what a follower checks the job's end against. */
+export type UnitStateListener = (state: UnitState) => void;
+
 export class JobChannel {
   private readonly followers = new Map<string, Set<(event: JobEvent) => void>>();
+  private readonly unitListeners = new Map<string, Set<UnitStateListener>>();
 
   private constructor(
     private readonly client: MqttClient,
@@ -138,6 +143,7 @@ export class JobChannel {
       const sent = new Date(state.at);
       store.noteState(hostname, state, retained && !Number.isNaN(sent.getTime()) ? sent : this.now());
       if (state.jobId !== undefined && !retained) this.tell(state.jobId, { kind: "heard" });
+      for (const listener of this.unitListeners.get(hostname) ?? []) listener(state);
       return;
     }
     const update = parseJobUpdate(payload);
@@ -185,6 +191,20 @@ export class JobChannel {
     return () => {
       set.delete(follower);
       if (set.size === 0) this.followers.delete(jobId);
+    };
+  }
+
+  /** Calls `listener` with each state the unit sends until the returned function is called. */
+  followUnit(hostname: string, listener: UnitStateListener): () => void {
+    let set = this.unitListeners.get(hostname);
+    if (!set) {
+      set = new Set();
+      this.unitListeners.set(hostname, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.unitListeners.delete(hostname);
     };
   }
 

@@ -8,7 +8,12 @@
 // says nothing for the job's timeoutMs (no update, no state naming the job)
 // ends TIMED_OUT and counts as failed: a bricked unit never leaves a rollout
 // "in progress" (hawkBit#693). Whatever the end, the retained document is
-// cleared, so the unit never starts a job the server has closed.
+// cleared, so the unit never starts a job the server has closed. The
+// unit's retained state saying it runs the release committed (not on
+// trial, healthy) ends the job SUCCEEDED as well: with the embedded broker,
+// a kill of the server takes the broker and its queued messages with it,
+// and the unit's SUCCEEDED may never arrive, but its state is published
+// again when it reconnects.
 //
 // A unit that is offline, on trial or unhealthy by its last retained state
 // is skipped, not failed, as the push driver skips one that does not answer.
@@ -75,12 +80,33 @@ export function jobDriver(options: JobDriverOptions): JobDriver {
       const finish = (): void => {
         clearTimeout(timer);
         unfollow();
+        unfollowUnit();
         stops.delete(halt);
         resolve(store.job(job.jobId) ?? job);
       };
       const halt = (): void => {
         clearTimeout(timer);
         unfollow();
+        unfollowUnit();
+      };
+      // The unit's own state saying it runs the release committed ends the job
+      // too: its SUCCEEDED may have been lost with a broker that restarted.
+      const committed = (state: { version?: string; trial?: boolean; health?: string }): boolean => {
+        if (state.version !== options.release.version || state.trial !== false || state.health !== "")
+          return false;
+        const current = store.job(job.jobId);
+        if (current && !isFinalJobState(current.state)) {
+          const at = now().toISOString();
+          store.updateJob(job.jobId, {
+            state: "SUCCEEDED",
+            unitVersion: state.version,
+            reason: `its state says it runs ${state.version} committed (its SUCCEEDED was not heard)`,
+            lastHeardAt: at,
+            endedAt: at,
+          });
+        }
+        finish();
+        return true;
       };
       const timedOut = (): void => {
         const current = store.job(job.jobId);
@@ -110,9 +136,12 @@ export function jobDriver(options: JobDriverOptions): JobDriver {
         }
         arm(options.timeoutMs);
       });
+      const unfollowUnit = channel.followUnit(job.hostname, (state) => void committed(state));
       stops.add(halt);
       const current = store.job(job.jobId);
       if (current && isFinalJobState(current.state)) return finish();
+      const known = store.unit(job.hostname);
+      if (job.publishedAt !== undefined && known && committed(known)) return;
       const heardAgo = now().getTime() - Date.parse(current?.lastHeardAt ?? job.lastHeardAt);
       arm(options.timeoutMs - (Number.isFinite(heardAgo) ? heardAgo : 0));
     });
