@@ -57,13 +57,14 @@ async function safeUpdateDemo(
   work: string,
   lab: Netns,
   curl: (args: string[]) => Promise<string>,
+  configHome: string,
 ): Promise<number> {
   const next = path.join(work, "demo-2");
   console.log(`\ndemo: building demo-2 and updating the unit with rtr7 safe-update ...\n`);
   await buildUnitImages({ outDir: next, hostname, version: "demo-2" });
   const updatesDir = path.join(work, "updates");
   console.log(
-    `  $ RTR7_PASSWORD=… rtr7 safe-update --hostname ${hostname} --address ${unitAddress} --updates-dir ${updatesDir} \\\n` +
+    `  $ XDG_CONFIG_HOME=${configHome} rtr7 safe-update --hostname ${hostname} --address ${unitAddress} --updates-dir ${updatesDir} \\\n` +
       `      --build-command 'cp ${next}/*.img "$RTR7_OUT_DIR"/' --health-timeout 4m\n`,
   );
   const update = lab.start(
@@ -77,7 +78,8 @@ async function safeUpdateDemo(
       `--build-command=cp "${next}"/*.img "$RTR7_OUT_DIR"/`,
       "--health-timeout=4m",
     ],
-    { env: { ...process.env, RTR7_PASSWORD: password } },
+    // The same workstation as the recovery: its password, and the unit's pinned certificate.
+    { env: { ...process.env, XDG_CONFIG_HOME: configHome } },
   );
   update.child.stdout?.pipe(process.stdout);
   update.child.stderr?.pipe(process.stderr);
@@ -180,7 +182,7 @@ async function main(): Promise<number> {
       `         ${await curl(["-u", `gokrazy:${password}`, `http://${unitAddress}/update/features`])}`,
     );
     console.log("\ndemo: the recovered unit runs its own image and reports healthy.");
-    return await safeUpdateDemo(work, lab, curl);
+    return await safeUpdateDemo(work, lab, curl, configHome);
   } finally {
     await cleanUp();
   }

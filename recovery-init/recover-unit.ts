@@ -247,7 +247,7 @@ export async function recoverUnit(options: RecoverUnitOptions): Promise<Recovere
     );
     await recordInstalledRelease(perm, "a", installed);
     say(
-      `slot a holds release ${installed.version}${installed.keyId ? `, signed by key ${installed.keyId}` : " (unsigned)"}`,
+      `slot a holds release ${installed.version || "(no version in the manifest)"}${installed.keyId ? `, signed by key ${installed.keyId}` : ", unsigned"}`,
     );
 
     await begin("finish", "syncing and unmounting /perm");

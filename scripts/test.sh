@@ -11,6 +11,12 @@ mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 if [[ -n "${RTR7_TEST_FILTER:-}" ]]; then
   mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -E "$RTR7_TEST_FILTER")
 fi
+# The run's own workstation configuration and data: a test that forgets its
+# own XDG_CONFIG_HOME still never reads or writes the user's (pins, keys,
+# passwords, fleet.sqlite).
+scratch=$(mktemp -d /tmp/rtr7-test-home.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+export XDG_CONFIG_HOME="$scratch/config" XDG_DATA_HOME="$scratch/data"
 # Unit tests share no namespace, port or device, so they run four at a time;
 # integration and end-to-end tests (namespaces, QEMU, the CPU) one at a time.
 unit=() others=()

@@ -104,7 +104,8 @@ async function recoverOnce(
     }),
     // The unit's password (recovery writes it to /perm/gokr-pw.txt): the
     // backup's, so /perm holds what the backup did, and no workstation file is made.
-    { env: { ...process.env, RTR7_PASSWORD: "hunter2" } },
+    // Its own XDG_CONFIG_HOME: the pin recover records stays in the test's workstation.
+    { env: { ...process.env, RTR7_PASSWORD: "hunter2", XDG_CONFIG_HOME: path.join(lab.work, "xdg") } },
   );
   await recover.waitForLine(/"event":"start"/, 240_000);
   await options.beforeUnit?.();

@@ -138,7 +138,8 @@ describe(
           "--json",
           ...extra,
         ],
-        { env: { ...process.env, RTR7_PASSWORD: password } },
+        // The pin recover recorded is in the test's workstation, not the user's ~/.config.
+        { env: { ...process.env, RTR7_PASSWORD: password, XDG_CONFIG_HOME: path.join(work, "xdg") } },
       );
     }
 
