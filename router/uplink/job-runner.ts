@@ -5,8 +5,8 @@
 //   next boot, healthy → soak → commit → SUCCEEDED.
 // The broker is not trusted to choose what the unit installs: a release is
 // taken only when its manifest is signed by a key in /perm/rtr7/trusted-keys
-// and fits the unit (lib/trust verifyManifest, signed-release.ts's
-// checkReleaseFits), else REJECTED before the installer is asked anything.
+// and fits the unit (release-check.ts), else REJECTED before the installer
+// is asked anything.
 // A unit that trusts no key takes unsigned updates over its LAN API (as
 // gokrazy's do), but rejects every remote job: otherwise whoever holds the
 // broker could make it install anything.
@@ -26,16 +26,12 @@
 //     without its kexec is undone by a firmware boot): FAILED naming the
 //     step; the inactive slot is left incomplete, and the server may send
 //     the job again under a new id.
-import { Rtr7Error, describeError, isRtr7Error } from "../../lib/errors.js";
+import { describeError, isRtr7Error } from "../../lib/errors.js";
 import type { Logger } from "../../lib/log.js";
-import { verifyManifest, manifestSignatureFile } from "../../lib/trust/release-signature.js";
-import { readTrustedKeys } from "../../lib/trust/trusted-keys.js";
 import { checkedJobId, parseJobDocument, type JobDocument, type JobUpdate } from "../../lib/wire/jobs.js";
-import { imageFiles } from "../../lib/wire/images.js";
 import type { ManifestImage } from "../../lib/wire/manifest.js";
-import { readSlotReleases } from "../update-api/release-state.js";
-import { checkReleaseFits } from "../update-api/signed-release.js";
-import { downloadImage, fetchSmall, putStream } from "./https.js";
+import { downloadImage, putStream } from "./https.js";
+import { fetchVerifiedRelease, JobEnd } from "./release-check.js";
 import type { BootState, Installer } from "./installer.js";
 import { isFinished, readJobRecord, writeJobRecord, type JobRecord } from "./job-record.js";
 
@@ -66,15 +62,6 @@ export interface JobRunnerOptions {
 
 /** Steps after which the unit may have booted the job's version. */
 const afterReboot = new Set(["reboot", "healthy", "soak", "commit", "rollback"]);
-
-class JobEnd extends Error {
-  constructor(
-    readonly state: "FAILED" | "REJECTED",
-    reason: string,
-  ) {
-    super(reason);
-  }
-}
 
 export class JobRunner {
   private running: string | undefined;
@@ -266,7 +253,11 @@ export class JobRunner {
       }
 
       await this.step(record, "manifest");
-      const signed = await this.verifiedRelease(job, boot);
+      const signed = await fetchVerifiedRelease(
+        { perm: this.options.perm, hostname: this.options.hostname, log: this.log },
+        job,
+        boot,
+      );
 
       await installer.acceptManifest({
         manifest: signed.manifestText,
@@ -286,60 +277,6 @@ export class JobRunner {
       if (record) await this.finish(record, end.state, end.message);
       else this.report({ jobId: job.jobId, state: end.state, reason: end.message });
       this.begin(undefined);
-    }
-  }
-
-  private async verifiedRelease(
-    job: JobDocument,
-    boot: BootState,
-  ): Promise<{ manifestText: string; signature: string; images: ManifestImage[] }> {
-    const { keys, skipped } = await readTrustedKeys(this.options.perm);
-    for (const why of skipped) this.log.warn(`not a trusted key, skipped: ${why}`);
-    if (keys.length === 0)
-      throw new JobEnd(
-        "REJECTED",
-        "this unit trusts no signing key (/perm/rtr7/trusted-keys is empty), and a remote job needs a release signed by one: the broker must never be able to make a unit install anything",
-      );
-    const base = job.release.baseUrl;
-    const pin = job.release.tlsFingerprint;
-    let manifestBytes: Buffer;
-    let signature: string;
-    try {
-      manifestBytes = await fetchSmall(new URL("manifest.json", base), pin, 1024 * 1024);
-    } catch (error) {
-      throw new JobEnd("FAILED", `manifest: ${describeError(error)}`);
-    }
-    try {
-      signature = (await fetchSmall(new URL(manifestSignatureFile, base), pin, 64 * 1024)).toString("utf8");
-    } catch (error) {
-      throw new JobEnd(
-        isRtr7Error(error, "RTR7_ERR_UPLINK_DOWNLOAD") ? "REJECTED" : "FAILED",
-        `the release is not signed: ${describeError(error)}`,
-      );
-    }
-    try {
-      const release = verifyManifest(manifestBytes, signature, keys, `${base}manifest.json`);
-      checkReleaseFits(
-        release,
-        {
-          hostname: this.options.hostname,
-          running: boot.slot,
-          runningRelease: (await readSlotReleases(this.options.perm))[boot.slot],
-        },
-        job.allowDowngrade,
-      );
-      if (release.version !== job.release.version)
-        throw new Rtr7Error(
-          "RTR7_ERR_SIGNATURE",
-          `the job names release ${job.release.version}, but the signed manifest is release ${release.version}`,
-        );
-      return {
-        manifestText: manifestBytes.toString("utf8"),
-        signature,
-        images: installOrder(release.manifest.images),
-      };
-    } catch (error) {
-      throw new JobEnd("REJECTED", describeError(error));
     }
   }
 
@@ -417,18 +354,6 @@ export class JobRunner {
     await this.options.beforeReboot?.();
     await this.options.installer.rollback();
   }
-}
-
-/** root, boot, mbr (safe-update's order: the MBR's boot code last); an image the unit does not know is refused. */
-function installOrder(images: readonly ManifestImage[]): ManifestImage[] {
-  const order: readonly string[] = [imageFiles.root, imageFiles.boot, imageFiles.mbr];
-  for (const image of images)
-    if (!order.includes(image.name))
-      throw new Rtr7Error(
-        "RTR7_ERR_SIGNATURE",
-        `the signed manifest lists ${JSON.stringify(image.name)}, not an image a unit takes (${order.join(", ")})`,
-      );
-  return [...images].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
 }
 
 function readableJobId(payload: Buffer): string | undefined {
