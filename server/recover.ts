@@ -12,12 +12,8 @@
 import { randomBytes } from "node:crypto";
 import { Rtr7Error } from "../lib/errors.js";
 import { formatBytes, type Logger } from "../lib/log.js";
-import { FileMap, fileFromBuffer, fileFromDisk } from "../lib/served-files.js";
-import { manifestSignatureFile } from "../lib/trust/release-signature.js";
-import { imageFiles as imageFileNames } from "../lib/wire/images.js";
 import { recoveryCmdlineKeys } from "../lib/wire/kernel-cmdline.js";
 import { checkedDiskName, checkedHostname, normaliseMac } from "../lib/wire/names.js";
-import { sha256OfFile, type Manifest } from "../lib/wire/manifest.js";
 import type { FailureReport, ProgressReport } from "../lib/wire/report.js";
 import { startDhcpServer } from "./dhcp/server.js";
 import { buildRecoveryHttp } from "./http/recovery-http.js";
@@ -25,8 +21,7 @@ import { chooseRecoveryNetwork, type InterfaceWorld } from "./net/interfaces.js"
 import { bootFileFor, httpBootFiles, pxeBootFiles, type BootOver } from "./pxe/boot-files.js";
 import { afterAck, initialAccessState, mayFetch, type UnitAccessState } from "./pxe/unit-access.js";
 import { startTftpServer } from "./tftp/server.js";
-import { releaseKind } from "./release.js";
-import { signedManifest, type SignedManifest } from "./signed-manifest.js";
+import { prepareImages } from "./recovery-images.js";
 import type { BootMenuKind } from "./serial/boot-menu.js";
 
 export interface RecoveryImages {
@@ -284,46 +279,6 @@ async function workstationPassword(hostname: string, log: Logger): Promise<strin
       : `the unit gets the update API password from ${found.source}`,
   );
   return found.password;
-}
-
-async function prepareImages(
-  images: RecoveryImages,
-  hostname: string,
-  log: Logger,
-): Promise<{ imageFiles: FileMap; manifest: Manifest; signed?: SignedManifest }> {
-  const release = await releaseKind(images, hostname);
-  log.info(
-    { event: "release", ...release },
-    release.anyUnit
-      ? `the images are a fleet release: recovery names them for ${hostname}`
-      : release.hostname
-        ? `the images are built for ${hostname}`
-        : "the images say nothing of the unit they are for",
-  );
-  const named: [string, string][] = [
-    [imageFileNames.mbr, images.mbr],
-    [imageFileNames.boot, images.boot],
-    [imageFileNames.root, images.root],
-  ];
-  const imageFiles = new FileMap();
-  for (const [name, path] of named) imageFiles.add(await fileFromDisk(name, path));
-  if (images.backup !== undefined) imageFiles.add(await fileFromDisk("backup.tar.gz", images.backup));
-  const hashed = await Promise.all(
-    named.map(async ([name, path]) => ({ name, ...(await sha256OfFile(path)) })),
-  );
-  for (const image of hashed) {
-    log.debug({ event: "image", ...image }, `${image.name}: ${image.size} bytes, sha256 ${image.sha256}`);
-  }
-  const signed = images.manifest === undefined ? undefined : await signedManifest(images.manifest, hashed);
-  if (signed) {
-    imageFiles.add(fileFromBuffer(manifestSignatureFile, signed.signature));
-    log.info({ event: "signed-release" }, `the release is signed: serving ${manifestSignatureFile}`);
-  }
-  return {
-    imageFiles,
-    manifest: { ...(release.anyUnit ? { anyUnit: true } : { hostname }), images: hashed },
-    ...(signed ? { signed } : {}),
-  };
 }
 
 async function listenHttp(

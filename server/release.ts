@@ -24,6 +24,8 @@ export interface ReleaseKind {
   anyUnit: boolean;
   /** Built for this hostname (per-host); undefined for a fleet release or when nothing says. */
   hostname?: string;
+  /** The version its manifest names, when it has one. */
+  version?: string;
 }
 
 const buildHint = (hostname: string): string =>
@@ -46,6 +48,7 @@ export async function releaseKind(
   hostname: string,
 ): Promise<ReleaseKind> {
   let fromManifest: ReleaseKind | undefined;
+  let version: string | undefined;
   if (images.manifest !== undefined) {
     let manifest;
     try {
@@ -61,9 +64,11 @@ export async function releaseKind(
       );
     if (manifest.anyUnit === true) fromManifest = { anyUnit: true };
     else if (manifest.hostname !== undefined) fromManifest = { anyUnit: false, hostname };
+    if (manifest.version !== undefined) version = manifest.version;
   }
+  const named = version === undefined ? {} : { version };
   const disks = await bootImageDisks(images.boot);
-  if (disks === undefined || disks.length === 0) return fromManifest ?? { anyUnit: false };
+  if (disks === undefined || disks.length === 0) return { ...(fromManifest ?? { anyUnit: false }), ...named };
   const ours = diskIdentifier(hostname);
   const foreign = disks.filter((id) => id !== 0 && id !== ours);
   if (foreign.length > 0)
@@ -72,6 +77,6 @@ export async function releaseKind(
       `${images.boot}: its syslinux.cfg boots the disk ${foreign.map((id) => id.toString(16).padStart(8, "0")).join(", ")}, built for another hostname, not ${hostname} (${ours.toString(16).padStart(8, "0")})`,
       { hint: buildHint(hostname) },
     );
-  if (disks.every((id) => id === 0)) return { anyUnit: true };
-  return { anyUnit: false, hostname };
+  if (disks.every((id) => id === 0)) return { anyUnit: true, ...named };
+  return { anyUnit: false, hostname, ...named };
 }
