@@ -31,8 +31,8 @@ import type { BootControl } from "../boot/boot-control.js";
 import { otherSlot, type ServiceConfig, type Slot, type UnitPaths } from "../unit.js";
 import { sendJson, wantsJson } from "./http-errors.js";
 import { parseRebootForm, parseTestbootForm } from "./reboot-form.js";
-import { checkBootable, readSlotStates } from "./slot-state.js";
-import { renderStatusPage, type StatusFacts, type StatusPageInfo } from "./status-page.js";
+import { checkBootable } from "./slot-state.js";
+import { gatherStatusFacts, renderStatusPage, type StatusPageInfo } from "./status-page.js";
 import { uploadBoot, type BootWrite } from "./boot-upload.js";
 import { ReleaseGate } from "./release-gate.js";
 import type { SignedImage } from "./release-state.js";
@@ -373,7 +373,11 @@ export function buildUpdateApi(deps: UpdateApiDeps): FastifyInstance {
   });
 
   app.get("/", async (request, reply) => {
-    const facts = await statusFacts(deps);
+    const facts = await gatherStatusFacts({
+      statusPage: deps.statusPage,
+      boot: deps.boot,
+      perm: deps.paths.perm,
+    });
     if (wantsJson(request.headers.accept))
       return sendJson(reply, { ...facts, address: deps.address, busy: lock.busyWith });
     return reply.type("text/html; charset=utf-8").send(renderStatusPage(facts));
@@ -387,21 +391,4 @@ function contentLength(request: FastifyRequest): number | undefined {
   if (header === undefined || request.headers["transfer-encoding"] !== undefined) return undefined;
   const value = Number(header);
   return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
-}
-
-async function statusFacts(deps: UpdateApiDeps): Promise<StatusFacts> {
-  let info: StatusPageInfo = {};
-  let statusError: string | undefined;
-  try {
-    info = (await deps.statusPage?.()) ?? {};
-  } catch (error) {
-    statusError = describeError(error);
-  }
-  const committed = await deps.boot
-    .committedSlot()
-    .catch((error: unknown) => ({ error: describeError(error) }));
-  const slots = await readSlotStates(deps.paths.perm).catch((error: unknown) => ({
-    error: describeError(error),
-  }));
-  return { ...info, running: deps.boot.running(), committed, slots, ...(statusError ? { statusError } : {}) };
 }

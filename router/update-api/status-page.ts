@@ -4,8 +4,10 @@
 // supervisor's services. HTML for a browser; the same facts as JSON for
 // `Accept: application/json`. Every value is escaped: service names and
 // versions come from files an image ships.
+import { describeError } from "../../lib/errors.js";
+import type { BootControl } from "../boot/boot-control.js";
 import type { Slot } from "../unit.js";
-import type { SlotStates } from "./slot-state.js";
+import { readSlotStates, type SlotStates } from "./slot-state.js";
 
 export interface StatusService {
   name: string;
@@ -91,4 +93,26 @@ export function renderStatusPage(facts: StatusFacts): string {
 
 export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (character) => `&#${character.charCodeAt(0)};`);
+}
+
+/** What the page shows: the caller's facts, the running and committed slots, and each slot's state; a fact that cannot be read says why. */
+export async function gatherStatusFacts(deps: {
+  statusPage?: () => Promise<StatusPageInfo>;
+  boot: Pick<BootControl, "committedSlot" | "running">;
+  perm: string;
+}): Promise<StatusFacts> {
+  let info: StatusPageInfo = {};
+  let statusError: string | undefined;
+  try {
+    info = (await deps.statusPage?.()) ?? {};
+  } catch (error) {
+    statusError = describeError(error);
+  }
+  const committed = await deps.boot
+    .committedSlot()
+    .catch((error: unknown) => ({ error: describeError(error) }));
+  const slots = await readSlotStates(deps.perm).catch((error: unknown) => ({
+    error: describeError(error),
+  }));
+  return { ...info, running: deps.boot.running(), committed, slots, ...(statusError ? { statusError } : {}) };
 }
