@@ -9,8 +9,8 @@
 // The session is persistent (a fixed client id, clean: false), so the
 // broker keeps the QoS 1 updates a unit sends while the server is down and
 // delivers them when it comes back: a restarted server misses nothing. A
-// restarted broker may have lost its retained messages: on every
-// reconnection the server publishes each open job's document again.
+// restarted broker may have lost its retained messages: at its start and
+// on every reconnection the server publishes each open job's document again.
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { describeError } from "../../../lib/errors.js";
 import type { Logger } from "../../../lib/log.js";
@@ -98,6 +98,8 @@ export class JobChannel {
       options.log.warn({ subsystem: "fleet-serve", peer: options.brokerUrl, err: error.message }, "broker"),
     );
     await channel.subscribe();
+    // A broker started anew with this server (the embedded one) holds no retained job.
+    await channel.republish();
     return channel;
   }
 
