@@ -13,10 +13,9 @@
 // each unit that was running where it stands before going on. The state
 // machine lives in the engine (updates/fleet/engine.ts); this module only
 // records it and reads it back.
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
-import { Rtr7Error, describeError } from "../../lib/errors.js";
+import { StateDatabase } from "./state-database.js";
+import { Rtr7Error } from "../../lib/errors.js";
 
 /** A unit's place in a rollout, after AWS IoT Jobs' job states. */
 export type UnitState = "queued" | "running" | "succeeded" | "failed" | "skipped" | "canceled";
@@ -191,55 +190,18 @@ const unitColumns: Record<keyof UnitPatch, string> = {
   attempts: "attempts",
 };
 
-export class FleetStore {
-  /** Prepared statements by their SQL: preparing costs more than running a small one. */
-  private readonly statements = new Map<string, Database.Statement>();
-
-  private constructor(
-    private readonly db: Database.Database,
-    readonly file: string,
-  ) {}
-
+export class FleetStore extends StateDatabase {
   /** Opens (creating if need be) the store; RTR7_ERR_FLEET_STATE when it cannot. */
   static open(file: string): FleetStore {
-    try {
-      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      const db = new Database(file, { timeout: 10_000 });
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
-      db.pragma("foreign_keys = ON");
-      const version = Number(db.pragma("user_version", { simple: true }));
-      if (version > schemaVersion)
-        throw new Error(
-          `it was written by a newer rtr7 (schema ${version}; this rtr7 knows ${schemaVersion})`,
-        );
-      db.exec(schema);
-      db.pragma(`user_version = ${schemaVersion}`);
-      return new FleetStore(db, file);
-    } catch (error) {
-      throw new Rtr7Error("RTR7_ERR_FLEET_STATE", `open the fleet's state ${file}: ${describeError(error)}`, {
-        cause: error,
-      });
-    }
-  }
-
-  private statement(sql: string): Database.Statement {
-    let prepared = this.statements.get(sql);
-    if (!prepared) {
-      prepared = this.db.prepare(sql);
-      this.statements.set(sql, prepared);
-    }
-    return prepared;
-  }
-
-  private write<T>(what: string, work: () => T): T {
-    try {
-      return this.db.transaction(work)();
-    } catch (error) {
-      throw new Rtr7Error("RTR7_ERR_FLEET_STATE", `${what} in ${this.file}: ${describeError(error)}`, {
-        cause: error,
-      });
-    }
+    return new FleetStore(
+      StateDatabase.openDatabase(file, {
+        sql: schema,
+        version: schemaVersion,
+        what: "the fleet's state",
+        foreignKeys: true,
+      }),
+      file,
+    );
   }
 
   /** Records a new rollout and its units (in order) in one transaction. */

@@ -8,10 +8,7 @@
 // never sent again, and one still running is followed, not restarted. A
 // store of its own, not more tables in the rollouts' file, so each file
 // keeps its own schema version.
-import { mkdirSync } from "node:fs";
-import path from "node:path";
-import Database from "better-sqlite3";
-import { Rtr7Error, describeError } from "../../../lib/errors.js";
+import { StateDatabase } from "../state-database.js";
 import type { JobDocument, JobState } from "../../../lib/wire/jobs.js";
 
 export interface JobRecord {
@@ -130,53 +127,13 @@ const jobColumns: Record<keyof JobPatch, string> = {
   endedAt: "ended_at",
 };
 
-export class JobStore {
-  private readonly statements = new Map<string, Database.Statement>();
-
-  private constructor(
-    private readonly db: Database.Database,
-    readonly file: string,
-  ) {}
-
-  /** Opens (creating if need be) DATA's job store; RTR7_ERR_FLEET_STATE when it cannot. */
+export class JobStore extends StateDatabase {
+  /** Opens (creating if need be) the store; RTR7_ERR_FLEET_STATE when it cannot. */
   static open(file: string): JobStore {
-    try {
-      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      const db = new Database(file, { timeout: 10_000 });
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
-      const version = Number(db.pragma("user_version", { simple: true }));
-      if (version > schemaVersion)
-        throw new Error(
-          `it was written by a newer rtr7 (schema ${version}; this rtr7 knows ${schemaVersion})`,
-        );
-      db.exec(schema);
-      db.pragma(`user_version = ${schemaVersion}`);
-      return new JobStore(db, file);
-    } catch (error) {
-      throw new Rtr7Error("RTR7_ERR_FLEET_STATE", `open the job store ${file}: ${describeError(error)}`, {
-        cause: error,
-      });
-    }
-  }
-
-  private statement(sql: string): Database.Statement {
-    let prepared = this.statements.get(sql);
-    if (!prepared) {
-      prepared = this.db.prepare(sql);
-      this.statements.set(sql, prepared);
-    }
-    return prepared;
-  }
-
-  private write<T>(what: string, work: () => T): T {
-    try {
-      return this.db.transaction(work)();
-    } catch (error) {
-      throw new Rtr7Error("RTR7_ERR_FLEET_STATE", `${what} in ${this.file}: ${describeError(error)}`, {
-        cause: error,
-      });
-    }
+    return new JobStore(
+      StateDatabase.openDatabase(file, { sql: schema, version: schemaVersion, what: "the job store" }),
+      file,
+    );
   }
 
   /** Records a new job, QUEUED, before its document goes to the broker. */
