@@ -4,7 +4,7 @@
 // command line). A flag's value is checked while oclif parses it, with the
 // same checks the libraries make (lib/wire/names.ts), so a bad value is a
 // usage error that names the flag before anything starts.
-import { Flags } from "@oclif/core";
+import { Args, Flags } from "@oclif/core";
 import { checkedDiskName, checkedHostname, normaliseMac } from "../lib/wire/names.js";
 
 /** --hostname H: the unit's hostname (required). */
@@ -16,6 +16,28 @@ export function hostnameFlag(description = "The unit's hostname.") {
     parse: (input) => Promise.resolve(checkedHostname(input)),
   });
 }
+
+/** HOSTNAME as a command's argument (fleet add, rm, trust, enroll). */
+export function hostnameArg() {
+  return Args.string({
+    description: "The unit's hostname.",
+    required: true,
+    parse: (input) => Promise.resolve(checkedHostname(input)),
+  });
+}
+
+/** --server URL and --credential FILE: how the workstation reaches `rtr7 fleet serve` (publish, enroll). */
+export const fleetServerFlags = {
+  server: Flags.string({
+    description: "The server's URL [default: the credential file's].",
+    helpValue: "URL",
+  }),
+  credential: Flags.string({
+    description:
+      "The server's admin-credential.json, copied [default: $XDG_CONFIG_HOME/rtr7/fleet-server.json].",
+    helpValue: "FILE",
+  }),
+};
 
 /** --interface NAME: the workstation's interface facing the unit. */
 export function interfaceFlag(description: string) {

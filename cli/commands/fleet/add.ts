@@ -1,9 +1,8 @@
 // `rtr7 fleet add`: adds a unit to the inventory, or replaces its entry.
 // The work is in updates/fleet/inventory.ts (an atomic rewrite of the file).
-import { Args, Flags } from "@oclif/core";
-import { checkedHostname } from "../../../lib/wire/names.js";
+import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
-import { diskFlag, macFlag, rebootorFlag, serialFlag } from "../../flags.js";
+import { diskFlag, hostnameArg, macFlag, rebootorFlag, serialFlag } from "../../flags.js";
 
 export default class FleetAdd extends Rtr7Command {
   static override summary = "Add a unit to the inventory (or replace its entry).";
@@ -26,11 +25,7 @@ console, disk). The file is rewritten atomically: a crash leaves the old file or
   ];
 
   static override args = {
-    hostname: Args.string({
-      description: "The unit's hostname.",
-      required: true,
-      parse: (input) => Promise.resolve(checkedHostname(input)),
-    }),
+    hostname: hostnameArg(),
   };
 
   static override flags = {

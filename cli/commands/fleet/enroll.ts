@@ -1,10 +1,10 @@
 // `rtr7 fleet enroll H`: a new credential for unit H on `rtr7 fleet
 // serve`, as the content of the unit's /perm/rtr7/uplink.json. The work is
 // in updates/fleet/serve/workstation.ts.
-import { Args, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { writeFileAtomically } from "../../../lib/atomic-file.js";
-import { checkedHostname } from "../../../lib/wire/names.js";
 import { Rtr7Command } from "../../base.js";
+import { hostnameArg, fleetServerFlags } from "../../flags.js";
 
 export default class FleetEnroll extends Rtr7Command {
   static override summary =
@@ -24,23 +24,11 @@ unit pins. Put it on the unit's /perm (for now by hand; over the LAN through the
   ];
 
   static override args = {
-    hostname: Args.string({
-      description: "The unit's hostname.",
-      required: true,
-      parse: (input) => Promise.resolve(checkedHostname(input)),
-    }),
+    hostname: hostnameArg(),
   };
 
   static override flags = {
-    server: Flags.string({
-      description: "The server's URL [default: the credential file's].",
-      helpValue: "URL",
-    }),
-    credential: Flags.string({
-      description:
-        "The server's admin-credential.json, copied [default: $XDG_CONFIG_HOME/rtr7/fleet-server.json].",
-      helpValue: "FILE",
-    }),
+    ...fleetServerFlags,
     out: Flags.string({
       description: "Write uplink.json here (0600) instead of printing it.",
       helpValue: "FILE",

@@ -1,7 +1,8 @@
 // `rtr7 fleet publish DIR`: uploads a signed release to `rtr7 fleet serve`.
 // The work is in updates/fleet/serve/workstation.ts.
-import { Args, Flags } from "@oclif/core";
+import { Args } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
+import { fleetServerFlags } from "../../flags.js";
 
 export default class FleetPublish extends Rtr7Command {
   static override summary = "Upload a signed release to a fleet server (rtr7 fleet serve).";
@@ -23,15 +24,7 @@ checks it again (signed by a key in its DATA/trusted-keys/) and serves it at /re
   };
 
   static override flags = {
-    server: Flags.string({
-      description: "The server's URL [default: the credential file's].",
-      helpValue: "URL",
-    }),
-    credential: Flags.string({
-      description:
-        "The server's admin-credential.json, copied [default: $XDG_CONFIG_HOME/rtr7/fleet-server.json].",
-      helpValue: "FILE",
-    }),
+    ...fleetServerFlags,
   };
 
   async run(): Promise<void> {

@@ -2,10 +2,9 @@
 // updates/fleet/inventory.ts (an atomic rewrite of the file). Removing a unit
 // the inventory does not hold is an error (exit 1, RTR7_ERR_INVENTORY): a
 // typo in a script should not pass for a removal.
-import { Args } from "@oclif/core";
 import { Rtr7Error } from "../../../lib/errors.js";
-import { checkedHostname } from "../../../lib/wire/names.js";
 import { Rtr7Command } from "../../base.js";
+import { hostnameArg } from "../../flags.js";
 
 export default class FleetRm extends Rtr7Command {
   static override summary = "Remove a unit from the inventory.";
@@ -19,11 +18,7 @@ inventory holds no entry for H.`;
   ];
 
   static override args = {
-    hostname: Args.string({
-      description: "The unit's hostname.",
-      required: true,
-      parse: (input) => Promise.resolve(checkedHostname(input)),
-    }),
+    hostname: hostnameArg(),
   };
 
   async run(): Promise<void> {

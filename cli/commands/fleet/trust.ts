@@ -2,9 +2,9 @@
 // purpose, as its pin in the inventory (after a replaced unit or a new
 // /perm, when every connection is refused with RTR7_ERR_UNIT_CERT_CHANGED).
 // The work is in updates/client/unit-connection.ts (trustUnit).
-import { Args, Flags } from "@oclif/core";
-import { checkedHostname } from "../../../lib/wire/names.js";
+import { Flags } from "@oclif/core";
 import { Rtr7Command } from "../../base.js";
+import { hostnameArg } from "../../flags.js";
 
 export default class FleetTrust extends Rtr7Command {
   static override summary =
@@ -25,11 +25,7 @@ none). Check the new fingerprint against the unit's own first (on its console: o
   ];
 
   static override args = {
-    hostname: Args.string({
-      description: "The unit's hostname.",
-      required: true,
-      parse: (input) => Promise.resolve(checkedHostname(input)),
-    }),
+    hostname: hostnameArg(),
   };
 
   static override flags = {
